@@ -1,0 +1,1 @@
+"""ravend.l7proxy."""
