@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from types import MappingProxyType
 
 GATEWAY_LABEL = "raven.openyurt.io/gateway"
@@ -35,14 +35,14 @@ DEFAULT_TUNNEL_PORT = 4500
 EMPTY_MAP: Mapping[str, str] = MappingProxyType({})
 
 
-class EndpointType(str, Enum):
+class EndpointType(StrEnum):
     """Gateway endpoint role: L7 reverse-tunnel server or L3 WireGuard tunnel."""
 
     PROXY = "proxy"
     TUNNEL = "tunnel"
 
 
-class ExposeType(str, Enum):
+class ExposeType(StrEnum):
     """How a Gateway is reachable from other pools; non-empty means a hub (cloud) gateway."""
 
     NONE = ""
@@ -221,7 +221,7 @@ class ClusterView:
     leases: Mapping[str, Lease] = field(default=MappingProxyType({}))
     """Leases in kube-system labelled as ravend's (health and leadership), by name."""
     invalid_gateways: Mapping[str, str] = field(default=MappingProxyType({}))
-    """Gateways that failed to parse: name -> reason. Planners skip them; controllers report them."""
+    """Gateways that failed to parse: name -> reason (planners skip them, controllers report)."""
     synced: bool = False
     revision: int = 0
     """Monotonic counter of snapshots, for logging and change detection."""
@@ -239,8 +239,8 @@ def parse_port_list(text: str) -> tuple[int, ...]:
     Entries that are not integers in 1..65535 are skipped; validation (webhook) reports them.
     """
     ports: set[int] = set()
-    for part in text.split(","):
-        part = part.strip()
+    for raw in text.split(","):
+        part = raw.strip()
         if part.isdigit() and 0 < int(part) < 65536:
             ports.add(int(part))
     return tuple(sorted(ports))
