@@ -1,1 +1,1 @@
-"""ravend.observe."""
+"""Observability: Prometheus metrics, readiness and the health/metrics HTTP server."""

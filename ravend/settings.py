@@ -1,0 +1,143 @@
+"""Agent settings: frozen dataclasses built once from flags and environment (pure, no I/O).
+
+One group per concern; every field says its unit, default and why. `build_settings(argv, env)`
+is the only constructor the composition root uses, so the mapping from flags/env to settings is
+tested in one place and nothing else reads `os.environ`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_STATE_DIR = Path("/var/lib/raven")
+DEFAULT_OBSERVE_PORT = 10265
+DEFAULT_WEBHOOK_PORT = 10266
+
+
+class SettingsError(ValueError):
+    """A flag or environment variable has a value ravend cannot run with."""
+
+
+@dataclass(frozen=True)
+class ObserveSettings:
+    host: str = "0.0.0.0"
+    """Address of the health/metrics server; 0.0.0.0 so kubelet probes reach it on hostNetwork."""
+    port: int = DEFAULT_OBSERVE_PORT
+    """TCP port of /healthz, /readyz, /metrics (10265: next to Raven's 10262-10264)."""
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    format: str = "text"
+    """"text" for humans, "json" for log collectors (one object per line)."""
+    level: str = "INFO"
+    """Root log level name."""
+
+
+@dataclass(frozen=True)
+class RuntimeSettings:
+    shutdown_deadline: float = 20.0
+    """Seconds from SIGTERM until ravend exits even if a subsystem hangs; below the pod's 30 s
+    terminationGracePeriodSeconds so the kubelet never has to SIGKILL us."""
+    event_loop: str = "auto"
+    """"auto" (uvloop when importable), "uvloop" or "asyncio"; selectable because uvloop 0.23
+    aborted under connection churn on the build machine (environment.md)."""
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    node_name: str
+    """This node's Kubernetes name (NODE_NAME from the downward API)."""
+    node_ip: str
+    """This node's InternalIP (NODE_IP from the downward API); the underlay address."""
+    kubeconfig: Path | None = None
+    """Kubeconfig path; None means in-cluster service account credentials."""
+    state_dir: Path = DEFAULT_STATE_DIR
+    """Directory for keys and certificates (0700); nothing else is stored on disk."""
+    observe: ObserveSettings = field(default_factory=ObserveSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+    runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
+    webhook_port: int = DEFAULT_WEBHOOK_PORT
+    """TLS port of the conversion/validation webhooks (0 disables them)."""
+
+
+def agent_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ravend agent", description="Run the ravend node agent.")
+    p.add_argument("--node-name", help="this node's name (env NODE_NAME)")
+    p.add_argument("--node-ip", help="this node's InternalIP (env NODE_IP)")
+    p.add_argument("--kubeconfig", help="kubeconfig path (env KUBECONFIG; default: in-cluster)")
+    p.add_argument("--state-dir", help=f"keys and certificates (default {DEFAULT_STATE_DIR})")
+    p.add_argument("--observe-host", help="health/metrics bind address")
+    p.add_argument("--observe-port", type=int, help=f"health/metrics port ({DEFAULT_OBSERVE_PORT})")
+    p.add_argument("--webhook-port", type=int, help=f"webhook TLS port ({DEFAULT_WEBHOOK_PORT})")
+    p.add_argument("--log-format", choices=["text", "json"], help="log format (env LOG_FORMAT)")
+    p.add_argument("--log-level", help="log level (env LOG_LEVEL)")
+    p.add_argument("--shutdown-deadline", type=float, help="seconds (default 20)")
+    p.add_argument("--event-loop", choices=["auto", "uvloop", "asyncio"], help="event loop")
+    return p
+
+
+def _pick(flag: object, env: Mapping[str, str], key: str) -> str | None:
+    """A flag wins over the environment; empty strings count as unset."""
+    if flag not in (None, ""):
+        return str(flag)
+    value = env.get(key, "")
+    return value or None
+
+
+def _port(value: str | None, default: int, what: str) -> int:
+    if value is None:
+        return default
+    if not value.isdigit() or not 0 <= int(value) < 65536:
+        raise SettingsError(f"{what}: {value!r} is not a TCP port")
+    return int(value)
+
+
+def build_settings(argv: Sequence[str], env: Mapping[str, str]) -> AgentSettings:
+    """Parse agent flags and environment into settings; raises SettingsError on bad values."""
+    ns = agent_parser().parse_args(list(argv))
+    node_name = _pick(ns.node_name, env, "NODE_NAME")
+    if not node_name:
+        raise SettingsError("node name is required: --node-name or NODE_NAME")
+    node_ip = _pick(ns.node_ip, env, "NODE_IP") or ""
+    if node_ip:
+        try:
+            ipaddress.ip_address(node_ip)
+        except ValueError as exc:
+            raise SettingsError(f"node IP {node_ip!r} is not an IP address") from exc
+    kubeconfig = _pick(ns.kubeconfig, env, "KUBECONFIG")
+    log_format = _pick(ns.log_format, env, "LOG_FORMAT") or "text"
+    if log_format not in ("text", "json"):
+        raise SettingsError(f"log format {log_format!r}: want text or json")
+    deadline = ns.shutdown_deadline if ns.shutdown_deadline is not None else 20.0
+    if deadline <= 0:
+        raise SettingsError("shutdown deadline must be positive")
+    return AgentSettings(
+        node_name=node_name,
+        node_ip=node_ip,
+        kubeconfig=Path(kubeconfig) if kubeconfig else None,
+        state_dir=Path(_pick(ns.state_dir, env, "RAVEND_STATE_DIR") or DEFAULT_STATE_DIR),
+        observe=ObserveSettings(
+            host=_pick(ns.observe_host, env, "RAVEND_OBSERVE_HOST") or "0.0.0.0",
+            port=_port(
+                _pick(ns.observe_port, env, "RAVEND_OBSERVE_PORT"),
+                DEFAULT_OBSERVE_PORT,
+                "observe port",
+            ),
+        ),
+        log=LogSettings(
+            format=log_format,
+            level=(_pick(ns.log_level, env, "LOG_LEVEL") or "INFO").upper(),
+        ),
+        runtime=RuntimeSettings(
+            shutdown_deadline=deadline,
+            event_loop=_pick(ns.event_loop, env, "RAVEND_EVENT_LOOP") or "auto",
+        ),
+        webhook_port=_port(
+            _pick(ns.webhook_port, env, "RAVEND_WEBHOOK_PORT"), DEFAULT_WEBHOOK_PORT, "webhook port"
+        ),
+    )
