@@ -15,6 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
+from typing import TypeVar
+
+T_co = TypeVar("T_co", covariant=True)
 
 GATEWAY_LABEL = "raven.openyurt.io/gateway"
 """Node label naming the Gateway a node belongs to (Raven's membership label)."""
@@ -33,6 +36,11 @@ DEFAULT_PROXY_PORT = 10262
 DEFAULT_TUNNEL_PORT = 4500
 
 EMPTY_MAP: Mapping[str, str] = MappingProxyType({})
+
+
+def _empty_map() -> Mapping[str, T_co]:
+    """Default for mapping fields (dataclasses refuse unhashable plain defaults)."""
+    return MappingProxyType({})
 
 
 class EndpointType(StrEnum):
@@ -61,7 +69,7 @@ class Endpoint:
     public_ip: str = ""
     public_port: int = 0
     nat_type: str = ""
-    config: Mapping[str, str] = field(default=EMPTY_MAP)
+    config: Mapping[str, str] = field(default_factory=_empty_map)
 
     @property
     def key(self) -> tuple[str, EndpointType]:
@@ -97,7 +105,7 @@ class TunnelConfig:
 
 @dataclass(frozen=True)
 class GatewaySpec:
-    node_selector: Mapping[str, object] = field(default=MappingProxyType({}))
+    node_selector: Mapping[str, object] = field(default_factory=_empty_map)
     """The LabelSelector as JSON; membership is really the GATEWAY_LABEL label."""
     proxy_config: ProxyConfig = ProxyConfig()
     tunnel_config: TunnelConfig = TunnelConfig()
@@ -129,8 +137,8 @@ class ObjectMeta:
     uid: str = ""
     resource_version: str = ""
     generation: int = 0
-    labels: Mapping[str, str] = field(default=EMPTY_MAP)
-    annotations: Mapping[str, str] = field(default=EMPTY_MAP)
+    labels: Mapping[str, str] = field(default_factory=_empty_map)
+    annotations: Mapping[str, str] = field(default_factory=_empty_map)
 
 
 @dataclass(frozen=True)
@@ -215,12 +223,12 @@ class ClusterView:
     always sees a consistent set. `synced` is true once every informer has listed once.
     """
 
-    gateways: Mapping[str, Gateway] = field(default=MappingProxyType({}))
-    nodes: Mapping[str, Node] = field(default=MappingProxyType({}))
+    gateways: Mapping[str, Gateway] = field(default_factory=_empty_map)
+    nodes: Mapping[str, Node] = field(default_factory=_empty_map)
     raven_cfg: RavenConfig = RavenConfig()
-    leases: Mapping[str, Lease] = field(default=MappingProxyType({}))
+    leases: Mapping[str, Lease] = field(default_factory=_empty_map)
     """Leases in kube-system labelled as ravend's (health and leadership), by name."""
-    invalid_gateways: Mapping[str, str] = field(default=MappingProxyType({}))
+    invalid_gateways: Mapping[str, str] = field(default_factory=_empty_map)
     """Gateways that failed to parse: name -> reason (planners skip them, controllers report)."""
     synced: bool = False
     revision: int = 0
