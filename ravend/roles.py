@@ -20,6 +20,7 @@ from enum import StrEnum
 
 from ravend.model import ClusterView, EndpointType
 from ravend.observe.metrics import ROLE_CRASHES, ROLE_RUNNING
+from ravend.observe.readiness import Readiness
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,11 @@ def wanted_roles(view: ClusterView, me: str, leader: bool) -> frozenset[Role]:
     return frozenset(roles)
 
 
+def readiness_key(role: Role) -> str:
+    """The readiness condition a running role must satisfy (marked by the role itself)."""
+    return f"role/{role.value}"
+
+
 def adjust(
     wanted: frozenset[Role], running: Iterable[Role]
 ) -> tuple[tuple[Role, ...], tuple[Role, ...]]:
@@ -80,9 +86,15 @@ class RoleSpec:
 class RoleRunner:
     """Runs the wanted roles as tasks of one TaskGroup; see the module docstring."""
 
-    def __init__(self, specs: Mapping[Role, RoleSpec], group: asyncio.TaskGroup) -> None:
+    def __init__(
+        self,
+        specs: Mapping[Role, RoleSpec],
+        group: asyncio.TaskGroup,
+        readiness: Readiness | None = None,
+    ) -> None:
         self._specs = specs
         self._group = group
+        self._readiness = readiness
         self._tasks: dict[Role, asyncio.Task[None]] = {}
 
     @property
@@ -103,6 +115,9 @@ class RoleRunner:
                     log.exception("cleanup of role %s failed", role.value)
         for role in start:
             log.info("starting role %s", role.value)
+            if self._readiness is not None:
+                # Ready only once the role has applied its state (the role marks it).
+                self._readiness.require(readiness_key(role))
             self._tasks[role] = self._group.create_task(self._guard(role), name=f"role-{role}")
             ROLE_RUNNING.labels(role=role.value).set(1)
 
@@ -119,6 +134,8 @@ class RoleRunner:
         # Wait for the task to finish its own cleanup; its CancelledError is expected here.
         await asyncio.wait([task])
         ROLE_RUNNING.labels(role=role.value).set(0)
+        if self._readiness is not None:
+            self._readiness.drop(readiness_key(role))
 
     def _reap(self) -> None:
         for role, task in list(self._tasks.items()):

@@ -1,0 +1,134 @@
+"""The composition root: opens resources in dependency order and supervises every loop (I/O).
+
+`run(settings, stop)` is the only place that knows every subsystem. Resources are opened with an
+AsyncExitStack (closed in reverse order), long-running loops run in one TaskGroup, and a stop
+request (SIGTERM/SIGINT set `stop`) triggers the ordered shutdown of house style 4:
+
+1. role tasks stop in `roles.SHUTDOWN_ORDER`: the L7 proxy drains first, the controller releases
+   leadership at once so a peer takes over, L3 stops *without* touching the kernel (routes and
+   tunnels stay so a restart never black-holes traffic);
+2. the remaining loops (informers, elector, role adjuster) are cancelled;
+3. the exit stack closes the API client and the observe server.
+
+The whole sequence runs under `settings.runtime.shutdown_deadline`; the CLI also arms a hard
+exit timer in a thread, so even a wedged event loop ends before the kubelet's SIGKILL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from contextlib import AsyncExitStack
+from typing import Any
+
+from ravend.model import ClusterView
+from ravend.observe.metrics import ERRORS
+from ravend.observe.readiness import Readiness
+from ravend.observe.server import ObserveServer
+from ravend.planes import PlaneContext, build_role_specs, leader_loop
+from ravend.roles import RoleRunner, wanted_roles
+from ravend.runtime import Latest
+from ravend.settings import AgentSettings
+
+log = logging.getLogger(__name__)
+
+ROLE_RESYNC_SECONDS = 5.0
+"""Re-evaluate roles at least this often, so a crashed role restarts without a view change."""
+
+
+class _Stopped(Exception):
+    """Raised inside the TaskGroup to end it after the ordered shutdown completed."""
+
+
+async def run(settings: AgentSettings, stop: asyncio.Event) -> None:
+    """Run the agent until `stop` is set, then shut down in order (see module docstring)."""
+    from ravend.kube.client import connect
+    from ravend.kube.informer import ClusterInformers
+    from ravend.kube.settings import KubeSettings
+
+    readiness = Readiness()
+    readiness.require("informers")
+    async with AsyncExitStack() as stack:
+        observe = ObserveServer(settings.observe.host, settings.observe.port, readiness)
+        await observe.start()
+        stack.push_async_callback(observe.stop)
+
+        client = await connect(settings.kubeconfig)
+        stack.push_async_callback(client.close)
+        view: Latest[ClusterView] = Latest(ClusterView())
+        informers = ClusterInformers(client, KubeSettings(kubeconfig=settings.kubeconfig), view)
+        leader: Latest[bool] = Latest(False)
+        ctx = PlaneContext(settings, client, view, leader, readiness, observe)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                runner = RoleRunner(build_role_specs(ctx), tg, readiness)
+                tg.create_task(_watched("informers", informers.run), name="informers")
+                tg.create_task(_watched("readiness", lambda: _track_sync(view, readiness)))
+                tg.create_task(_watched("leader", lambda: leader_loop(ctx)), name="leader")
+                tg.create_task(
+                    _watched("roles", lambda: _adjust_roles(ctx, runner)), name="role-adjuster"
+                )
+                await stop.wait()
+                log.info("stop requested: shutting down roles in order")
+                await runner.stop_all()
+                raise _Stopped
+        except* _Stopped:
+            log.info("roles stopped; closing resources")
+
+
+async def _watched(name: str, factory: Callable[[], Awaitable[None]]) -> None:
+    """Run a loop that must never return; returning or crashing is a bug that ends the agent."""
+    try:
+        await factory()
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        ERRORS.labels(subsystem=name, kind="crash").inc()
+        log.exception("loop %s crashed", name)
+        raise
+    ERRORS.labels(subsystem=name, kind="returned").inc()
+    raise RuntimeError(f"loop {name} returned; it must run until cancelled")
+
+
+async def _track_sync(view: Latest[ClusterView], readiness: Readiness) -> None:
+    async for snapshot in view.updates():
+        readiness.mark("informers", snapshot.synced, "" if snapshot.synced else "listing")
+
+
+async def _adjust_roles(ctx: PlaneContext, runner: RoleRunner) -> None:
+    """Follow the view and leadership; re-apply periodically so crashed roles restart."""
+    seen_view, seen_leader = -1, -1
+    while True:
+        wait_view = asyncio.ensure_future(ctx.view.wait_newer(seen_view))
+        wait_leader = asyncio.ensure_future(ctx.leader.wait_newer(seen_leader))
+        try:
+            await asyncio.wait(
+                [wait_view, wait_leader],
+                timeout=ROLE_RESYNC_SECONDS,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            for fut in (wait_view, wait_leader):
+                fut.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await fut
+        seen_view, seen_leader = ctx.view.version, ctx.leader.version
+        wanted = wanted_roles(ctx.view.value, ctx.settings.node_name, ctx.leader.value)
+        await runner.apply(wanted)
+
+
+def run_blocking(coro: Coroutine[Any, Any, None], event_loop: str) -> None:
+    """Run `coro` on the chosen loop ("auto" prefers uvloop when importable)."""
+    factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    if event_loop in ("auto", "uvloop"):
+        try:
+            import uvloop
+
+            factory = uvloop.new_event_loop
+        except ImportError:
+            if event_loop == "uvloop":
+                raise
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(coro)
