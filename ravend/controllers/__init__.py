@@ -1,1 +1,1 @@
-"""ravend.controllers."""
+"""Leader-only controllers: DNS hosts, proxy Services, CSR approval, and the webhooks."""
