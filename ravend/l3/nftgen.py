@@ -1,0 +1,81 @@
+"""Text of ravend's nftables table: fwmark, MSS clamping, no-masquerade exemption (pure, no I/O).
+
+One `inet` table owned by ravend, replaced atomically when its digest changes, so ravend never
+edits chains that belong to the CNI or kube-proxy (the cause of raven#136 and raven#184).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from ravend.l3.addressing import family, sort_cidrs
+from ravend.l3.state import NftRuleset
+
+_TCP_V4_HEADERS = 40
+_TCP_V6_HEADERS = 60
+
+
+def _set(name: str, fam: int, cidrs: Iterable[str]) -> str:
+    kind = "ipv4_addr" if fam == 4 else "ipv6_addr"
+    elems = [c for c in sort_cidrs(cidrs) if family(c) == fam]
+    # auto-merge: a node IP may fall inside a pod CIDR, and interval sets reject overlaps.
+    text = f"  set {name} {{\n    type {kind}\n    flags interval\n    auto-merge\n"
+    if elems:
+        text += f"    elements = {{ {', '.join(elems)} }}\n"
+    return text + "  }\n"
+
+
+def _clamp(match: str, mss: int) -> str:
+    return (
+        f"    {match} tcp flags syn / syn,rst tcp option maxseg size > {mss} "
+        f"tcp option maxseg size set {mss}\n"
+    )
+
+
+def _chain(name: str, hook: str, lines: list[str]) -> str:
+    return f"  chain {name} {{\n    {hook}; policy accept;\n{''.join(lines)}  }}\n"
+
+
+def ruleset(
+    table: str,
+    remote: Iterable[str],
+    local: Iterable[str],
+    path_mtu: int,
+    mark: int | None,
+) -> NftRuleset:
+    """Build the table for a node whose cross-domain path has `path_mtu`.
+
+    - `mark`: set this bit on packets to remote subnets (members steer them to raven0 with an
+      fwmark rule); None on the gateway, whose tunnel rule needs no mark.
+    - MSS is clamped on SYN and SYN-ACK in both directions: the node's own SYNs were sized
+      from the main-table route before the mark rerouted them, and remote hosts that do not run
+      ravend do not know our path MTU either (peers.md item 7).
+    - Traffic between local and remote subnets gets an identity SNAT in a chain that runs
+      before the CNI's (srcnat - 10): once a NAT binding exists, later nat chains are skipped,
+      so the CNI cannot masquerade pod IPs that the far side must see unchanged.
+    """
+    remote, local = sort_cidrs(remote), sort_cidrs(local)
+    body = _set("remote4", 4, remote) + _set("remote6", 6, remote)
+    body += _set("cluster4", 4, (*remote, *local)) + _set("cluster6", 6, (*remote, *local))
+    mss4, mss6 = path_mtu - _TCP_V4_HEADERS, path_mtu - _TCP_V6_HEADERS
+    pre = [_clamp("ip saddr @remote4", mss4), _clamp("ip6 saddr @remote6", mss6)]
+    post = [_clamp("ip daddr @remote4", mss4), _clamp("ip6 daddr @remote6", mss6)]
+    out: list[str] = []
+    if mark is not None:
+        marking = [
+            f"    ip daddr @remote4 meta mark set meta mark | {mark:#x}\n",
+            f"    ip6 daddr @remote6 meta mark set meta mark | {mark:#x}\n",
+        ]
+        pre = marking + pre
+        out = marking
+    body += _chain("prerouting", "type filter hook prerouting priority mangle", pre)
+    if out:
+        # A `route` chain: the kernel re-routes locally generated packets whose mark changed.
+        body += _chain("output", "type route hook output priority mangle", out)
+    body += _chain("postrouting", "type filter hook postrouting priority mangle", post)
+    nat = [
+        "    ip daddr @remote4 ip saddr @cluster4 snat ip to ip saddr\n",
+        "    ip6 daddr @remote6 ip6 saddr @cluster6 snat ip6 to ip6 saddr\n",
+    ]
+    body += _chain("nat", "type nat hook postrouting priority srcnat - 10", nat)
+    return NftRuleset(table=table, body=body)

@@ -1,0 +1,185 @@
+"""Who tunnels to whom: pools, the relay hub and per-peer AllowedIPs (pure, no I/O).
+
+Rules kept from Raven (raven-reference.md section 4): the elected tunnel endpoint of each Gateway
+is its gateway node; a link exists between two gateways when at least one of them is not under
+NAT (the NATed side dials, the other listens); traffic between two NATed pools relays through the
+hub, the last non-NATed gateway by name ("central"). So the hub's AllowedIPs for an edge hold only
+that edge's subnets, while an edge's entry for the hub holds the hub's subnets plus every pool the
+edge cannot reach directly. An IP range can belong to one WireGuard peer only, so overlaps are
+dropped (first pool by name wins) and reported instead of silently mis-routed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from ravend.l3.addressing import endpoint_text, host_cidr, is_valid_cidr, overlaps, sort_cidrs
+from ravend.l3.settings import L3Settings
+from ravend.l3.state import Skipped, WgPeer
+from ravend.model import CONFIG_PUBLIC_KEY, KEY_L3, ClusterView, Endpoint, EndpointType, Gateway
+
+
+@dataclass(frozen=True)
+class PoolNode:
+    name: str
+    ip: str
+    """Underlay (private) IP: the VXLAN tunnel address inside the pool."""
+    pod_cidrs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Pool:
+    """A Gateway with an elected tunnel endpoint, as L3 sees it."""
+
+    name: str
+    gateway_node: str
+    under_nat: bool
+    public_key: str
+    """"" when the gateway node has not published a key yet (the pool is then unreachable)."""
+    address: str
+    """Host other gateways dial ("" if none): publicIP, else ExternalIP, else InternalIP."""
+    port: int
+    nodes: tuple[PoolNode, ...]
+
+    def subnets(self, forward_node_ip: bool) -> tuple[str, ...]:
+        cidrs = [c for n in self.nodes for c in n.pod_cidrs]
+        if forward_node_ip:
+            cidrs += [host_cidr(n.ip) for n in self.nodes if n.ip]
+        return sort_cidrs(cidrs)
+
+
+def _tunnel_endpoint(gw: Gateway) -> Endpoint | None:
+    # Several active tunnel endpoints are allowed by the CRD; the first by node name leads so
+    # every node of the cluster picks the same one without talking to the others.
+    active = sorted(gw.active(EndpointType.TUNNEL), key=lambda e: e.node_name)
+    active = [e for e in active if e.config.get(KEY_L3, "true") != "false"]
+    return active[0] if active else None
+
+
+def _public_key(gw: Gateway, ep: Endpoint) -> str:
+    # Status copies the spec at election time; the agent publishes its key into the spec later,
+    # so the spec entry is the fresher source when the status copy has none.
+    if ep.config.get(CONFIG_PUBLIC_KEY):
+        return ep.config[CONFIG_PUBLIC_KEY]
+    for spec_ep in gw.spec.endpoints:
+        if spec_ep.key == ep.key and spec_ep.config.get(CONFIG_PUBLIC_KEY):
+            return spec_ep.config[CONFIG_PUBLIC_KEY]
+    return ""
+
+
+def _nodes(view: ClusterView, gw: Gateway) -> tuple[PoolNode, ...]:
+    # Live Node objects are fresher than status.nodes (written by the controller); the status
+    # is the fallback for a view that does not carry the pool's Node objects.
+    live = [n for n in view.nodes.values() if n.gateway == gw.name]
+    if live:
+        raw = [(n.name, n.private_ip, n.pod_cidrs) for n in live]
+    else:
+        raw = [(n.node_name, n.private_ip, n.subnets) for n in gw.status.nodes]
+    return tuple(
+        PoolNode(name, ip, tuple(c for c in cidrs if is_valid_cidr(c)))
+        for name, ip, cidrs in sorted(raw)
+    )
+
+
+def pools(view: ClusterView, settings: L3Settings) -> tuple[dict[str, Pool], list[Skipped]]:
+    """Every Gateway with an elected tunnel endpoint, keyed by name; the others are reported."""
+    found: dict[str, Pool] = {}
+    skipped: list[Skipped] = []
+    for name in sorted(view.gateways):
+        gw = view.gateways[name]
+        ep = _tunnel_endpoint(gw)
+        if ep is None:
+            skipped.append(Skipped(f"gateway/{name}", "no active tunnel endpoint"))
+            continue
+        node = view.nodes.get(ep.node_name)
+        ext = node.external_ips[0] if node and node.external_ips else ""
+        internal = node.private_ip if node else ""
+        found[name] = Pool(
+            name=name,
+            gateway_node=ep.node_name,
+            under_nat=ep.under_nat,
+            public_key=_public_key(gw, ep),
+            address=ep.public_ip or ext or internal,
+            port=ep.public_port or ep.port or settings.listen_port,
+            nodes=_nodes(view, gw),
+        )
+    return found, skipped
+
+
+def hub(all_pools: Iterable[Pool]) -> Pool | None:
+    """Raven's "central": the last gateway by name that is not under NAT and has a key."""
+    candidates = [p for p in all_pools if not p.under_nat and p.public_key and p.address]
+    return max(candidates, key=lambda p: p.name) if candidates else None
+
+
+@dataclass(frozen=True)
+class TunnelPlan:
+    peers: tuple[WgPeer, ...]
+    remote: tuple[str, ...]
+    skipped: tuple[Skipped, ...]
+
+
+def tunnel_plan(all_pools: dict[str, Pool], mine: Pool, settings: L3Settings) -> TunnelPlan:
+    """Peers and AllowedIPs of `mine`'s gateway; the pool's members use `remote` only."""
+    central = hub(all_pools.values())
+    fwd = settings.forward_node_ip
+    # Ranges already spoken for: our own pool, and every peer endpoint (routing an endpoint
+    # into the tunnel would loop the tunnel's own UDP packets back into itself).
+    claimed = [(c, "the local pool") for c in mine.subnets(fwd)]
+    claimed += [
+        (host_cidr(p.address), "a tunnel endpoint")
+        for p in all_pools.values()
+        if p.address and not p.under_nat
+    ]
+    skipped: list[Skipped] = []
+    via_of: dict[str, Pool] = {}
+    for q in (all_pools[n] for n in sorted(all_pools) if n != mine.name):
+        via = _route_via(mine, q, central, skipped)
+        if via is not None:
+            via_of[q.name] = via
+    allowed: dict[str, list[str]] = {}
+    for q_name, via in via_of.items():
+        allowed.setdefault(via.name, [])  # the peer exists even if all its ranges are dropped
+        for cidr in all_pools[q_name].subnets(fwd):
+            owner = next((who for c, who in claimed if overlaps(c, cidr)), None)
+            if owner is not None:
+                skipped.append(Skipped(f"gateway/{q_name} {cidr}", f"overlaps {owner}"))
+                continue
+            claimed.append((cidr, f"gateway/{q_name}"))
+            allowed[via.name].append(cidr)
+    peers = tuple(
+        sorted(_peer(all_pools[n], cidrs, mine, settings) for n, cidrs in allowed.items())
+    )
+    remote = sort_cidrs(c for cidrs in allowed.values() for c in cidrs)
+    return TunnelPlan(peers, remote, tuple(sorted(set(skipped))))
+
+
+def _route_via(mine: Pool, q: Pool, central: Pool | None, skipped: list[Skipped]) -> Pool | None:
+    subject = f"gateway/{q.name}"
+    if not q.public_key:
+        skipped.append(Skipped(subject, "no WireGuard public key published"))
+        return None
+    if not (mine.under_nat and q.under_nat):
+        if mine.under_nat and not q.address:
+            skipped.append(Skipped(subject, "not under NAT but has no address to dial"))
+            return None
+        return q
+    if central is not None and central.name not in (mine.name, q.name):
+        return central
+    skipped.append(Skipped(subject, "both pools under NAT and no hub gateway to relay through"))
+    return None
+
+
+def _peer(p: Pool, cidrs: list[str], mine: Pool, settings: L3Settings) -> WgPeer:
+    # The NATed side dials; a listener leaves the endpoint unset and learns it from the
+    # handshake (and re-learns it when the NAT mapping roams). Keepalive on every peer keeps
+    # NAT mappings open from both sides and gives probes fresh handshakes.
+    dial = not p.under_nat and bool(p.address)
+    return WgPeer(
+        public_key=p.public_key,
+        endpoint=endpoint_text(p.address, p.port) if dial else None,
+        allowed_ips=sort_cidrs(cidrs),
+        keepalive_s=settings.keepalive_s,
+        gateway=p.name,
+    )
