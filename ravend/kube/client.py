@@ -13,7 +13,7 @@ import json
 import logging
 import os
 import random
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -207,7 +207,7 @@ class KubeClient:
         field_selector: str | None = None,
         timeout_s: int | None = None,
         bookmarks: bool = True,
-    ) -> AsyncIterator[tuple[str, JSON]]:
+    ) -> AsyncGenerator[tuple[str, JSON], None]:
         """Yield (type, object) events until the server ends the watch.
 
         A watch `ERROR` event is raised as the matching error (410 -> `Gone`).
