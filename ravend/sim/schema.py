@@ -361,11 +361,13 @@ def _prune(s: object, v: object, path: str, dropped: list[str], *, root: bool = 
     for key, value in v.items():
         where = _child(path, str(key))
         sub = props.get(key, extra if isinstance(extra, Mapping) else None)
-        if isinstance(sub, Mapping):
+        if root and key in ROOT_FIELDS:
+            out[key] = copy.deepcopy(value)  # `metadata: {type: object}` must not empty it
+        elif isinstance(sub, Mapping):
             if value is None and sub.get("nullable") is not True and "default" not in sub:
                 continue  # kube: PruneNonNullableNullsWithoutDefaults
             out[key] = _prune(sub, value, where, dropped)
-        elif keep_unknown or (root and key in ROOT_FIELDS):
+        elif keep_unknown:
             out[key] = copy.deepcopy(value)
         else:
             dropped.append(where)
