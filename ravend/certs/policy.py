@@ -41,7 +41,8 @@ from ravend.certs.csr import (
 NODE_NAME_EXTRA = "authentication.kubernetes.io/node-name"
 """User-info extra the API server sets for service-account tokens bound to a pod (the node)."""
 
-DEFAULT_SERVICE_ACCOUNTS = frozenset({"system:serviceaccount:kube-system:raven-agent-account"})
+DEFAULT_SERVICE_ACCOUNTS = frozenset({"system:serviceaccount:kube-system:ravend"})
+"""ravend's DaemonSet service account (manifests/serviceaccount.yaml)."""
 
 _ALLOWED_CURVES = (ec.SECP256R1, ec.SECP384R1)
 _MIN_RSA_BITS = 2048

@@ -14,7 +14,7 @@ import logging
 import os
 import re
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
@@ -40,7 +40,8 @@ class StoredCert:
     name: str
     key_pem: bytes
     cert_pem: bytes
-    key: PrivateKey
+    key: PrivateKey = field(compare=False)
+    """Parsed `key_pem` (key objects do not compare by value; `key_pem` does)."""
     cert: x509.Certificate
 
 

@@ -37,7 +37,7 @@ NODE_IP = "192.168.0.10"
 PUBLIC_IP = "203.0.113.7"
 OTHER_IP = "192.168.0.11"
 CLUSTER_IP = "10.96.0.42"
-SA = "system:serviceaccount:kube-system:raven-agent-account"
+SA = "system:serviceaccount:kube-system:ravend"
 
 VIEW = PolicyView(
     node_addresses=MappingProxyType(
