@@ -215,10 +215,10 @@ def gateway_status_to_json(status: GatewayStatus) -> JSON:
     """The `status` of a Gateway, for replace_status / a merge patch of the status subresource."""
     nodes = []
     for n in status.nodes:
-        node: JSON = {"nodeName": n.node_name, "privateIP": n.private_ip}
-        if n.subnets:
-            node["subnets"] = list(n.subnets)
-        nodes.append(node)
+        # subnets is required by the CRD schema (Raven's Go type has no omitempty).
+        nodes.append(
+            {"nodeName": n.node_name, "privateIP": n.private_ip, "subnets": list(n.subnets)}
+        )
     return {
         "nodes": nodes,
         "activeEndpoints": [endpoint_to_json(e) for e in status.active_endpoints],
