@@ -59,28 +59,30 @@ class FieldCause:
 # ---------------------------------------------------------------- value helpers
 
 
+_JSON_TYPES: tuple[tuple[str, type | tuple[type, ...]], ...] = (
+    ("null", type(None)),
+    ("boolean", bool),  # before integer: bool is an int in Python
+    ("integer", int),
+    ("number", float),
+    ("string", str),
+    ("object", Mapping),
+    ("array", (list, tuple)),
+)
+
+
 def _json_type(v: object) -> str:
     """JSON type name of a decoded value, as go-openapi reports it in type errors."""
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "boolean"
-    if isinstance(v, int):
-        return "integer"
-    if isinstance(v, float):
-        return "number"
-    if isinstance(v, str):
-        return "string"
-    if isinstance(v, Mapping):
-        return "object"
-    if isinstance(v, list | tuple):
-        return "array"
-    return type(v).__name__
+    return next((name for name, t in _JSON_TYPES if isinstance(v, t)), type(v).__name__)
 
 
 def _canon(v: object) -> str:
     """Canonical JSON text, so equality tells true from 1 (Python's == does not)."""
-    return json.dumps(v, sort_keys=True, separators=(",", ":"), default=repr, ensure_ascii=False)
+    try:
+        return json.dumps(
+            v, sort_keys=True, separators=(",", ":"), default=repr, ensure_ascii=False
+        )
+    except (TypeError, ValueError):  # non-string keys of mixed types (YAML allows them)
+        return repr(v)
 
 
 def _num(v: float) -> str:
@@ -136,10 +138,10 @@ def _num_kw(s: Mapping[str, Any], key: str) -> float | None:
 # ---------------------------------------------------------------- formats
 
 _LABEL = r"[a-zA-Z0-9]([-a-zA-Z0-9]{0,61}[a-zA-Z0-9])?"
-_HOSTNAME = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*\.?$")
-_MAC = re.compile(r"^([0-9A-Fa-f]{2}[:-]){5}[0-9A-Fa-f]{2}$")
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
-_HEXCOLOR = re.compile(r"^#?([0-9a-fA-F]{3}|[0-9a-fA-F]{6})$")
+
+
+def _matches(pattern: str) -> Callable[[str], bool]:
+    return lambda s: re.fullmatch(pattern, s) is not None
 
 
 def _parses(fn: Callable[[str], object]) -> Callable[[str], bool]:
@@ -169,10 +171,10 @@ _FORMATS: dict[str, Callable[[str], bool]] = {
     "ipv4": _parses(ipaddress.IPv4Address),
     "ipv6": _parses(ipaddress.IPv6Address),
     "cidr": _parses(_cidr),
-    "mac": lambda s: bool(_MAC.match(s)),
-    "hostname": lambda s: bool(_HOSTNAME.match(s)),
-    "email": lambda s: bool(_EMAIL.match(s)),
-    "hexcolor": lambda s: bool(_HEXCOLOR.match(s)),
+    "mac": _matches(r"([0-9A-Fa-f]{2}[:-]){5}[0-9A-Fa-f]{2}"),
+    "hostname": _matches(rf"(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*\.?"),
+    "email": _matches(r"[^@\s]+@[^@\s]+"),
+    "hexcolor": _matches(r"#?([0-9a-fA-F]{3}|[0-9a-fA-F]{6})"),
     "uuid": _parses(uuid.UUID),
     "uuid3": _parses(uuid.UUID),
     "uuid4": _parses(uuid.UUID),
@@ -270,8 +272,18 @@ def _check_number(s: Mapping[str, Any], v: float, path: str, out: list[FieldCaus
             _invalid(out, path, v, f"{_body(path)} should be less than {_num(high)}")
         elif not v <= high:
             _invalid(out, path, v, f"{_body(path)} should be less than or equal to {_num(high)}")
-    if step and math.isfinite(v) and not math.isclose(math.remainder(v, step), 0, abs_tol=1e-9):
+    if step and not _is_multiple(v, step):
         _invalid(out, path, v, f"{_body(path)} should be a multiple of {_num(step)}")
+
+
+def _is_multiple(v: float, step: float) -> bool:
+    if isinstance(v, int) and isinstance(step, int):
+        return v % step == 0  # exact, even for integers beyond float range
+    try:
+        rest = math.remainder(float(v), float(step))
+    except (OverflowError, ValueError):
+        return True  # not representable: kube's float64 arithmetic could not judge it either
+    return not math.isfinite(rest) or math.isclose(rest, 0, abs_tol=1e-9)
 
 
 def _check_object(
@@ -336,7 +348,8 @@ def prune(schema: Mapping[str, Any], obj: Mapping[str, Any]) -> dict[str, Any]:
     Also drops `null` values of non-nullable fields that have no default, as kube does after
     defaulting. apiVersion, kind and metadata survive at the root.
     """
-    return _as_dict(_prune(schema, obj, "", [], root=True))
+    pruned = _prune(schema, obj, "", [], root=True)
+    return dict(pruned) if isinstance(pruned, Mapping) else {}
 
 
 def unknown_fields(schema: Mapping[str, Any], obj: Mapping[str, Any]) -> list[str]:
@@ -411,10 +424,6 @@ def admit(
     """kube's write path for a custom resource: prune, default, then validate what is left."""
     stored = apply_defaults(schema, prune(schema, obj))
     return stored, validate(schema, stored)
-
-
-def _as_dict(v: object) -> dict[str, Any]:
-    return dict(v) if isinstance(v, Mapping) else {}
 
 
 # ---------------------------------------------------------------- CRDs
