@@ -104,7 +104,7 @@ class Api:
             ) from None
         method = request.method
         if method == "GET" and info.name is None:
-            if request.query.get("watch") in ("1", "true"):
+            if _truthy(request.query.get("watch")):
                 return await self._watch(request, info)
             return await self._list(request, info)
         if method == "GET" and info.name is not None:
@@ -249,7 +249,7 @@ class Api:
         self, resp: web.StreamResponse, info: RequestInfo, watcher: Any, q: Mapping[str, str]
     ) -> None:
         deadline = time.monotonic() + float(q.get("timeoutSeconds") or DEFAULT_WATCH_TIMEOUT)
-        bookmarks = q.get("allowWatchBookmarks") in ("1", "true")
+        bookmarks = _truthy(q.get("allowWatchBookmarks"))
         next_bookmark = time.monotonic() + self.bookmark_interval
         while (now := time.monotonic()) < deadline:
             wait = min(deadline, next_bookmark) - now if bookmarks else deadline - now
@@ -274,6 +274,11 @@ class Api:
                 "metadata": {"resourceVersion": self.store.resource_version},
             },
         }
+
+
+def _truthy(value: str | None) -> bool:
+    """Go's strconv.ParseBool, which kube-apiserver uses for query flags."""
+    return value in ("1", "t", "T", "true", "TRUE", "True")
 
 
 async def _send(resp: web.StreamResponse, event: Mapping[str, Any]) -> None:
