@@ -214,6 +214,16 @@ class SimCluster:
         res = await self.exec_in(ns, [self.options.python, "-c", code], timeout=timeout + 10)
         return res.ok
 
+    async def tcp_connect_host(self, ip: str, port: int, timeout: float = 2.0) -> bool:
+        """Whether a TCP connection from the root namespace to ip:port is accepted."""
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(ip, port), timeout)
+        except (OSError, TimeoutError):
+            return False
+        writer.close()
+        await writer.wait_closed()
+        return True
+
     async def cut_links(self, node: str) -> None:
         await netns.cut_links(self.node_netns(node))
 

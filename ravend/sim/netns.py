@@ -32,9 +32,11 @@ CUT_TABLE = "ravensim_cut"
 _CUT_RULESET = f"""\
 table inet {CUT_TABLE} {{
   chain pre {{ type filter hook prerouting priority -400; policy accept;
-    iifname {{ {", ".join(f'"{u}"' for u in UPLINKS)} }} drop }}
+    iifname {{ {", ".join(f'"{u}"' for u in UPLINKS)} }} drop;
+  }}
   chain post {{ type filter hook postrouting priority 400; policy accept;
-    oifname {{ {", ".join(f'"{u}"' for u in UPLINKS)} }} drop }}
+    oifname {{ {", ".join(f'"{u}"' for u in UPLINKS)} }} drop;
+  }}
 }}
 """
 
