@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import copy
 import ipaddress
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -39,6 +38,20 @@ from typing import Any
 import yaml
 
 from ravend.model import EDGE_WORKER_LABEL, GATEWAY_LABEL
+from ravend.sim.topology_checks import (
+    TopologyError,
+    address,
+    as_bool,
+    as_list,
+    as_mapping,
+    check_host_in,
+    check_unique,
+    dns_name,
+    network,
+    str_map,
+)
+
+__all__ = ["GatewayDef", "Region", "SimNode", "Topology", "TopologyError", "parse_topology"]
 
 DEFAULT_WAN_CIDR = "198.18.0.0/24"
 """RFC 2544 benchmarking range: never routed on the host, so it exists only inside our netns."""
@@ -46,15 +59,10 @@ DEFAULT_WAN_CIDR = "198.18.0.0/24"
 AUTO_PUBLIC_IP = "auto"
 """`spec.endpoints[].publicIP` placeholder resolved to the endpoint node's WAN address."""
 
-_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 _NAT_ROUTER_BASE = 10
 """WAN host number of the first NAT router (.1 = WAN router, .2 = API server)."""
 _PUBLIC_NODE_BASE = 100
 """WAN host number of the first public node."""
-
-
-class TopologyError(ValueError):
-    """The topology file is malformed or inconsistent (message names the offending item)."""
 
 
 @dataclass(frozen=True)
@@ -187,32 +195,32 @@ def parse_topology(text: str) -> Topology:
 
 def topology_from_dict(data: object) -> Topology:
     """Validate decoded YAML/JSON data into a Topology (raises TopologyError)."""
-    doc = _mapping(data, "topology")
-    wan = _mapping(doc.get("wan", {}), "wan")
-    wan_cidr = _network(str(wan.get("cidr", DEFAULT_WAN_CIDR)), "wan.cidr", version=4)
+    doc = as_mapping(data, "topology")
+    wan = as_mapping(doc.get("wan", {}), "wan")
+    wan_cidr = network(str(wan.get("cidr", DEFAULT_WAN_CIDR)), "wan.cidr", version=4)
     if wan_cidr.num_addresses < 256:
         raise TopologyError("wan.cidr must be a /24 or larger")
     wan_alloc = _WanAllocator(wan_cidr)
     regions: list[Region] = []
     nodes: list[SimNode] = []
-    for i, raw in enumerate(_list(doc.get("regions"), "regions")):
-        region, region_nodes = _parse_region(_mapping(raw, f"regions[{i}]"), wan_alloc)
+    for i, raw in enumerate(as_list(doc.get("regions"), "regions")):
+        region, region_nodes = _parse_region(as_mapping(raw, f"regions[{i}]"), wan_alloc)
         regions.append(region)
         nodes.extend(region_nodes)
     if not regions:
         raise TopologyError("at least one region is required")
-    _check_unique([r.name for r in regions], "region name")
-    _check_unique([n.name for n in nodes], "node name")
+    check_unique([r.name for r in regions], "region name")
+    check_unique([n.name for n in nodes], "node name")
     _check_pod_cidrs(nodes, regions, wan_cidr)
     wan_by_node = {n.name: n.wan_ip for n in nodes if n.wan_ip}
     gateways = [_parse_gateway(g, i, wan_by_node) for i, g in enumerate(_gateway_list(doc))]
-    _check_unique([g.name for g in gateways], "gateway name")
+    check_unique([g.name for g in gateways], "gateway name")
     known = {g.name for g in gateways}
     for n in nodes:
         if n.gateway and n.gateway not in known:
             raise TopologyError(f"node {n.name}: gateway {n.gateway!r} is not defined")
     cfg = doc.get("ravenCfg")
-    raven_cfg = None if cfg is None else _str_map(cfg, "ravenCfg")
+    raven_cfg = None if cfg is None else str_map(cfg, "ravenCfg")
     return Topology(
         regions=tuple(regions),
         nodes=tuple(nodes),
@@ -233,7 +241,7 @@ class _WanAllocator:
 
     def take(self, explicit: object, what: str, *, router: bool) -> str:
         if explicit is not None:
-            addr = _address(str(explicit), what, version=4)
+            addr = address(str(explicit), what, version=4)
             if addr not in self.cidr:
                 raise TopologyError(f"{what}: {addr} is not in the WAN {self.cidr}")
         else:
@@ -258,16 +266,16 @@ class _WanAllocator:
 
 
 def _parse_region(raw: Mapping[str, Any], alloc: _WanAllocator) -> tuple[Region, list[SimNode]]:
-    name = _name(raw.get("name"), "region name")
+    name = dns_name(raw.get("name"), "region name")
     where = f"region {name}"
-    behind_nat = _bool(raw.get("behindNat", False), f"{where}.behindNat")
-    lan = _network(str(raw.get("lan", "")), f"{where}.lan", version=4)
+    behind_nat = as_bool(raw.get("behindNat", False), f"{where}.behindNat")
+    lan = network(str(raw.get("lan", "")), f"{where}.lan", version=4)
     if lan.num_addresses < 4:
         raise TopologyError(f"{where}: lan {lan} is too small")
     if behind_nat and lan.overlaps(alloc.cidr):
         raise TopologyError(f"{where}: lan {lan} overlaps the WAN {alloc.cidr}")
-    router = _address(str(raw.get("routerIP", lan.network_address + 1)), f"{where}.routerIP", 4)
-    _check_host_in(router, lan, f"{where}.routerIP")
+    router = address(str(raw.get("routerIP", lan.network_address + 1)), f"{where}.routerIP", 4)
+    check_host_in(router, lan, f"{where}.routerIP")
     if not behind_nat and raw.get("publicIP") is not None:
         raise TopologyError(f"{where}: publicIP is only for NAT regions (set wanIP on nodes)")
     public_ip = (
@@ -279,29 +287,29 @@ def _parse_region(raw: Mapping[str, Any], alloc: _WanAllocator) -> tuple[Region,
         lan=str(lan),
         router_ip=str(router),
         public_ip=public_ip,
-        edge=_bool(raw.get("edge", behind_nat), f"{where}.edge"),
+        edge=as_bool(raw.get("edge", behind_nat), f"{where}.edge"),
     )
     nodes = [
-        _parse_node(_mapping(n, f"{where}.nodes[{i}]"), region, alloc)
-        for i, n in enumerate(_list(raw.get("nodes"), f"{where}.nodes"))
+        _parse_node(as_mapping(n, f"{where}.nodes[{i}]"), region, alloc)
+        for i, n in enumerate(as_list(raw.get("nodes"), f"{where}.nodes"))
     ]
-    _check_unique([n.ip for n in nodes] + [str(router)], f"LAN address in {where}")
+    check_unique([n.ip for n in nodes] + [str(router)], f"LAN address in {where}")
     return region, nodes
 
 
 def _parse_node(raw: Mapping[str, Any], region: Region, alloc: _WanAllocator) -> SimNode:
-    name = _name(raw.get("name"), "node name")
+    name = dns_name(raw.get("name"), "node name")
     where = f"node {name}"
     lan = ipaddress.IPv4Network(region.lan)
-    ip = _address(str(raw.get("ip", "")), f"{where}.ip", version=4)
-    _check_host_in(ip, lan, f"{where}.ip")
-    pod = _network(str(raw.get("podCIDR", "")), f"{where}.podCIDR", version=4)
+    ip = address(str(raw.get("ip", "")), f"{where}.ip", version=4)
+    check_host_in(ip, lan, f"{where}.ip")
+    pod = network(str(raw.get("podCIDR", "")), f"{where}.podCIDR", version=4)
     pod6 = raw.get("podCIDRv6")
-    pod_v6 = str(_network(str(pod6), f"{where}.podCIDRv6", version=6)) if pod6 else ""
+    pod_v6 = str(network(str(pod6), f"{where}.podCIDRv6", version=6)) if pod6 else ""
     if pod.prefixlen > 30:
         raise TopologyError(f"{where}: podCIDR {pod} is too small (needs /30 or larger)")
     gateway = str(raw.get("gateway") or "")
-    labels = dict(_str_map(raw.get("labels", {}), f"{where}.labels"))
+    labels = dict(str_map(raw.get("labels", {}), f"{where}.labels"))
     if gateway:
         labels[GATEWAY_LABEL] = gateway
     if region.edge:
@@ -325,20 +333,20 @@ def _parse_node(raw: Mapping[str, Any], region: Region, alloc: _WanAllocator) ->
 
 def _gateway_list(doc: Mapping[str, Any]) -> list[object]:
     raw = doc.get("gateways", [])
-    return [] if raw is None else _list(raw, "gateways")
+    return [] if raw is None else as_list(raw, "gateways")
 
 
 def _parse_gateway(raw: object, index: int, wan_by_node: Mapping[str, str]) -> GatewayDef:
-    obj = _mapping(raw, f"gateways[{index}]")
+    obj = as_mapping(raw, f"gateways[{index}]")
     version = obj.get("apiVersion", "raven.openyurt.io/v1beta1")
     if version != "raven.openyurt.io/v1beta1":
         raise TopologyError(f"gateways[{index}]: only raven.openyurt.io/v1beta1 is supported")
-    meta = _mapping(obj.get("metadata", {}), f"gateways[{index}].metadata")
-    name = _name(meta.get("name"), f"gateways[{index}].metadata.name")
-    spec = copy.deepcopy(dict(_mapping(obj.get("spec", {}), f"gateway {name}.spec")))
+    meta = as_mapping(obj.get("metadata", {}), f"gateways[{index}].metadata")
+    name = dns_name(meta.get("name"), f"gateways[{index}].metadata.name")
+    spec = copy.deepcopy(dict(as_mapping(obj.get("spec", {}), f"gateway {name}.spec")))
     endpoints = spec.get("endpoints", [])
-    for j, ep_raw in enumerate(_list(endpoints, f"gateway {name}.spec.endpoints")):
-        ep = _mapping(ep_raw, f"gateway {name}.spec.endpoints[{j}]")
+    for j, ep_raw in enumerate(as_list(endpoints, f"gateway {name}.spec.endpoints")):
+        ep = as_mapping(ep_raw, f"gateway {name}.spec.endpoints[{j}]")
         if ep.get("publicIP") == AUTO_PUBLIC_IP:
             node = str(ep.get("nodeName", ""))
             if node not in wan_by_node:
@@ -362,70 +370,3 @@ def _check_pod_cidrs(
                 if net.version == other.version and net.overlaps(other):
                     raise TopologyError(f"node {n.name}: pod CIDR {net} overlaps {owner} ({other})")
             seen.append((f"node {n.name}", net))
-
-
-def _check_unique(values: list[str], what: str) -> None:
-    seen: set[str] = set()
-    for v in values:
-        if v in seen:
-            raise TopologyError(f"duplicate {what}: {v}")
-        seen.add(v)
-
-
-def _check_host_in(addr: ipaddress.IPv4Address, net: ipaddress.IPv4Network, what: str) -> None:
-    if addr not in net or addr in (net.network_address, net.broadcast_address):
-        raise TopologyError(f"{what}: {addr} is not a host address of {net}")
-
-
-def _mapping(value: object, what: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise TopologyError(f"{what} must be a mapping, got {type(value).__name__}")
-    return value
-
-
-def _list(value: object, what: str) -> list[Any]:
-    if not isinstance(value, list):
-        raise TopologyError(f"{what} must be a list, got {type(value).__name__}")
-    return value
-
-
-def _bool(value: object, what: str) -> bool:
-    if not isinstance(value, bool):
-        raise TopologyError(f"{what} must be true or false, got {value!r}")
-    return value
-
-
-def _name(value: object, what: str) -> str:
-    if not isinstance(value, str) or not _NAME_RE.match(value) or len(value) > 63:
-        raise TopologyError(f"{what} must be a lowercase DNS name, got {value!r}")
-    return value
-
-
-def _str_map(value: object, what: str) -> Mapping[str, str]:
-    m = _mapping(value, what)
-    for k, v in m.items():
-        if not isinstance(k, str) or not isinstance(v, str):
-            raise TopologyError(f"{what}: keys and values must be strings (quote them): {k!r}")
-    return MappingProxyType(dict(m))
-
-
-def _network(
-    text: str, what: str, version: int
-) -> Any:  # IPv4Network or IPv6Network by `version`; Any keeps callers terse
-    try:
-        net = ipaddress.ip_network(text, strict=True)
-    except ValueError as exc:
-        raise TopologyError(f"{what}: {text!r} is not a CIDR ({exc})") from exc
-    if net.version != version:
-        raise TopologyError(f"{what}: {text} must be an IPv{version} CIDR")
-    return net
-
-
-def _address(text: str, what: str, version: int) -> Any:
-    try:
-        addr = ipaddress.ip_address(text)
-    except ValueError as exc:
-        raise TopologyError(f"{what}: {text!r} is not an IP address") from exc
-    if addr.version != version:
-        raise TopologyError(f"{what}: {text} must be an IPv{version} address")
-    return addr

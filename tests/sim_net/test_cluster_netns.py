@@ -13,7 +13,7 @@ import pytest
 import pytest_asyncio
 
 from ravend.sim import netns
-from ravend.sim.cluster import ClusterOptions, SimCluster
+from ravend.sim.cluster import ClusterOptions, SimCluster, status_main
 from ravend.sim.netns_state import RunState, is_running, reap, spawn
 from ravend.sim.topology import Topology
 from ravend.sim.topology_default import collide_topology, default_topology
@@ -144,6 +144,18 @@ async def test_status_describes_the_run(sim: SimCluster) -> None:
     assert by_name[QD_2]["pod_ips"] == ["10.244.5.2"]
     assert by_name[QD_2]["netns"] in await netns.existing_namespaces()
     assert [r["behind_nat"] for r in st["regions"]] == [False, True, True]
+
+
+async def test_status_cli_reads_the_state_file(
+    sim: SimCluster, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert await status_main(["--run-dir", str(sim.run_dir), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["prefix"] == sim.prefix
+    assert out["processes"]["apiserver"]["running"] is True
+    assert [n["name"] for n in out["nodes"]] == [n.name for n in sim.topology.nodes]
+    assert await status_main(["--run-dir", str(sim.run_dir)]) == 0
+    assert "NAT via 198.18.0.10" in capsys.readouterr().out
 
 
 async def test_colliding_topology_comes_up(tmp_path: Path, cluster_ctx: ClusterCtx) -> None:
