@@ -170,13 +170,46 @@ class SimCluster:
             await asyncio.sleep(0.05)
 
     def _spawn(self, name: str, ns: str, argv: list[str]) -> ProcRecord:
-        full = ["ip", "netns", "exec", ns, *argv]
+        full = argv if argv[:3] == ["ip", "netns", "exec"] else ["ip", "netns", "exec", ns, *argv]
         log_path = self.run_dir / "logs" / f"{name.replace(':', '-')}.log"
         pid, started = spawn(full, log_path)
         rec = ProcRecord(name, pid, started, ns, full, str(log_path))
         self.state.procs[name] = rec
         self.state.save()
         return rec
+
+    def wireguard_dir(self, node: str) -> Path:
+        """The node's private /run/wireguard (wireguard-go UAPI sockets)."""
+        return self.run_dir / "nodes" / node / "wireguard"
+
+    def node_argv(self, node: str, argv: list[str]) -> list[str]:
+        """`argv` as run "on" the node: its netns plus its own /run/wireguard.
+
+        /run/wireguard is shared by all namespaces, so every node's `raven-wg0` would collide
+        (environment.md). `ip netns exec` already gives the command a private mount namespace
+        (slave of the root's), so a bind mount there is seen by the command and its children only.
+        """
+        wg = self.wireguard_dir(node)
+        wg.mkdir(parents=True, exist_ok=True)
+        script = 'mkdir -p /run/wireguard && mount --bind "$1" /run/wireguard && shift && exec "$@"'
+        return [
+            "ip",
+            "netns",
+            "exec",
+            self.node_netns(node),
+            "sh",
+            "-c",
+            script,
+            "sh",
+            str(wg),
+            *argv,
+        ]
+
+    async def exec_on_node(
+        self, node: str, argv: list[str], *, timeout: float = 30.0
+    ) -> netns.CmdResult:
+        """Run a command on a node (its netns and WireGuard sockets), e.g. `wg show`."""
+        return await netns.run(self.node_argv(node, argv), check=False, timeout=timeout)
 
     def start_agent(self, node: str) -> ProcRecord:
         """Start (or restart) the ravend agent of `node` inside its namespace."""
@@ -188,7 +221,7 @@ class SimCluster:
             "--state-dir", str(self.run_dir / "nodes" / n.name / "state"),
             *self.options.agent_args,
         ]  # fmt: skip
-        return self._spawn(agent_proc(node), self.node_netns(node), argv)
+        return self._spawn(agent_proc(node), self.node_netns(node), self.node_argv(node, argv))
 
     async def kill_agent(self, node: str, grace: float = 3.0) -> None:
         """Stop the agent of `node` (SIGTERM, SIGKILL after `grace` s); its kernel state stays."""

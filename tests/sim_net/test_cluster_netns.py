@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -137,6 +138,22 @@ async def test_cut_and_restore_links(sim: SimCluster) -> None:
     assert await sim.ping(HZ_GW, target)
 
 
+async def test_each_node_has_its_own_wireguard_socket_dir(sim: SimCluster) -> None:
+    """wireguard-go's /run/wireguard is shared by all namespaces; nodes get a private one."""
+    marker = f"{sim.prefix}probe.sock"
+    res = await sim.exec_on_node(
+        HZ_GW, ["sh", "-c", f"touch /run/wireguard/{marker} && ls /run/wireguard"]
+    )
+    assert res.ok and marker in res.stdout, res.stderr
+    assert (sim.wireguard_dir(HZ_GW) / marker).exists()
+    assert marker not in _listdir("/run/wireguard")
+    other = await sim.exec_on_node(QD_1, ["ls", "/run/wireguard"])
+    assert other.ok and marker not in other.stdout
+    # the sockets are still in the node's network namespace
+    res = await sim.exec_on_node(HZ_GW, ["ip", "-br", "-4", "addr", "show", "eth0"])
+    assert "172.16.2.103/24" in res.stdout
+
+
 async def test_status_describes_the_run(sim: SimCluster) -> None:
     st = sim.status()
     assert st["api"]["url"] == sim.api_url
@@ -210,3 +227,10 @@ def _gone(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     except FileNotFoundError:
         return True
+
+
+def _listdir(path: str) -> list[str]:
+    try:
+        return os.listdir(path)
+    except FileNotFoundError:
+        return []
