@@ -232,13 +232,15 @@ class KubeClient:
             while True:
                 try:
                     line = await resp.content.readline(max_line_length=_MAX_LINE)
+                    if not line:
+                        return
+                    if not line.strip():
+                        continue
+                    event = json.loads(line)
                 except errors.TRANSPORT_ERRORS as exc:
                     raise errors.from_exception(exc) from exc
-                if not line:
-                    return
-                if not line.strip():
-                    continue
-                event = json.loads(line)
+                except ValueError as exc:  # over-long line or broken JSON: restart the watch
+                    raise errors.KubeError(f"bad watch stream from {res.plural}: {exc}") from exc
                 kind, obj = str(event.get("type", "")), event.get("object") or {}
                 if kind == "ERROR":
                     raise errors.from_watch_status(obj)

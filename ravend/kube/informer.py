@@ -72,6 +72,7 @@ class Informer:
         field_selector: str | None = None,
         *,
         on_change: Callable[[], None] = lambda: None,
+        settings: KubeSettings | None = None,
     ) -> None:
         self._client = client
         self.resource = resource
@@ -85,7 +86,8 @@ class Informer:
         self.resource_version = ""
         self.lists = 0
         """Completed lists (first list, relists after 410/errors, resyncs): for tests/metrics."""
-        settings = client.settings
+        settings = settings or client.settings
+        self._settings = settings
         self._backoff = Backoff(settings.backoff_initial_s, settings.backoff_max_s)
         self._resync_s = settings.resync_period_s
 
@@ -112,6 +114,11 @@ class Informer:
                 last_gone = now
             except errors.KubeError as exc:
                 await self._pause_after(exc)
+            except Exception as exc:
+                # A bug or an object we cannot digest must not kill the agent's view for good:
+                # log it loudly and retry like any other failure (still with backoff).
+                log.exception("informer %s: unexpected error", self.name)
+                await self._pause_after(errors.KubeError(repr(exc)))
 
     async def _pause_after(self, exc: errors.KubeError) -> None:
         delay = self._backoff.next_delay()
@@ -150,7 +157,7 @@ class Informer:
         """
         deadline = time.monotonic() + self._resync_s * random.uniform(0.9, 1.1)
         while (remaining := deadline - time.monotonic()) > 0:
-            timeout = max(1, min(self._client.settings.watch_timeout_s, int(remaining)))
+            timeout = max(1, min(self._settings.watch_timeout_s, int(remaining)))
             stream = self._client.watch(
                 self.resource,
                 self._namespace,
@@ -222,16 +229,19 @@ class ClusterInformers:
         self._changed = Trigger()
         ns = settings.namespace
         notify = self._changed.set
-        self.gateways = Informer(client, GATEWAYS, on_change=notify)
-        self.nodes = Informer(client, NODES, on_change=notify)
+        self.gateways = Informer(client, GATEWAYS, on_change=notify, settings=settings)
+        self.nodes = Informer(client, NODES, on_change=notify, settings=settings)
         self.raven_cfg = Informer(
             client,
             CONFIGMAPS,
             ns,
             field_selector=f"metadata.name={settings.raven_cfg_name}",
             on_change=notify,
+            settings=settings,
         )
-        self.leases = Informer(client, LEASES, ns, settings.lease_selector, on_change=notify)
+        self.leases = Informer(
+            client, LEASES, ns, settings.lease_selector, on_change=notify, settings=settings
+        )
         self._gateway_cache: _ParseCache[Gateway] = _ParseCache(codec.gateway_from_json)
         self._node_cache: _ParseCache[Node] = _ParseCache(codec.node_from_json)
         self._lease_cache: _ParseCache[Lease] = _ParseCache(codec.lease_from_json)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
@@ -356,3 +357,19 @@ async def test_malformed_gateway_goes_to_invalid_gateways(
         apiserver.store.update(fixed)
         await eventually(lambda: "gw-broken" in view.value.gateways)
         assert not view.value.invalid_gateways
+
+
+async def test_periodic_resync_relists_without_republishing(
+    kube: KubeClient, apiserver: SimApiServer
+) -> None:
+    await kube.create(NODES, node("n1"))
+    settings = dataclasses.replace(kube.settings, resync_period_s=0.3)
+    view: Latest[ClusterView] = Latest(ClusterView())
+    informers = ClusterInformers(kube, settings, view)
+    async with running(informers.run()):
+        await eventually(lambda: view.value.synced)
+        published = view.version
+        await eventually(lambda: informers.nodes.lists >= 3, what="resyncs")
+        assert view.version == published  # identical relists do not wake the planners
+        await kube.create(NODES, node("n2"))
+        await eventually(lambda: "n2" in view.value.nodes)
