@@ -36,6 +36,12 @@ ADMIN_USER = "kubernetes-admin"
 ADMIN_GROUPS = ("system:masters",)
 
 
+def _report_exit(task: asyncio.Task[None]) -> None:
+    """The signer loop never returns on its own: an exit other than cancellation is a bug."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("sim CSR signer died", exc_info=task.exception())
+
+
 class Faults:
     """Fault hooks for tests: unavailability (503 or refused connections), watch drops, latency."""
 
@@ -198,6 +204,7 @@ class SimApiServer:
         self._signer_task = asyncio.create_task(
             CsrSigner(self.store, self._ca).run(), name="sim-csr-signer"
         )
+        self._signer_task.add_done_callback(_report_exit)
         log.info("sim apiserver listening on %s", self.url)
 
     async def stop(self) -> None:
