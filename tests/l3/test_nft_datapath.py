@@ -16,6 +16,11 @@ def sh(*argv: str, stdin: str | None = None) -> str:
     return subprocess.run(argv, check=True, capture_output=True, text=True, input=stdin).stdout
 
 
+def _table(name: str, hook: str, rule: str) -> str:
+    # nft 1.0.6 rejects a whole table on one line: one statement per line.
+    return f"table ip {name} {{\n chain c {{\n {hook}\n {rule}\n }}\n}}\n"
+
+
 def _wire(pod: str, node: str, far: str) -> None:
     sh("ip", "-n", pod, "link", "add", "p0", "type", "veth", "peer", "name", "n0", "netns", node)
     sh("ip", "-n", node, "link", "add", "n1", "type", "veth", "peer", "name", "f0", "netns", far)
@@ -31,9 +36,9 @@ def _wire(pod: str, node: str, far: str) -> None:
     sh("ip", "-n", far, "route", "add", "10.20.0.0/24", "via", "172.30.0.1")
     sh("ip", "netns", "exec", node, "sysctl", "-q", "-w", "net.ipv4.ip_forward=1")
     # The CNI: masquerade everything leaving the node (flannel/calico do this for non-pod dsts).
-    cni = "table ip cni {\n chain post {\n type nat hook postrouting priority srcnat\n masquerade\n }\n}\n"
+    cni = _table("cni", "type nat hook postrouting priority srcnat", "masquerade")
     sh("ip", "netns", "exec", node, "nft", "-f", "-", stdin=cni)
-    count = "table ip seen {\n chain input {\n type filter hook input priority 0\n ip saddr 10.20.0.2 counter\n }\n}\n"
+    count = _table("seen", "type filter hook input priority 0", "ip saddr 10.20.0.2 counter")
     sh("ip", "netns", "exec", far, "nft", "-f", "-", stdin=count)
 
 
