@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ravend.kube.codec import meta_from_json, meta_to_json
@@ -216,6 +216,8 @@ class CertificateSigningRequest:
     usages: tuple[str, ...] = ()
     username: str = ""
     groups: tuple[str, ...] = ()
+    extra: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """spec.extra of the requester (e.g. the node name bound to a service account token)."""
     approved: bool = False
     denied: bool = False
     certificate_pem: bytes = b""
@@ -237,6 +239,7 @@ def parse_csr(obj: Mapping[str, Any]) -> CertificateSigningRequest:
         usages=tuple(str(u) for u in opt_list(spec, "usages", "spec")),
         username=opt_str(spec, "username", "spec"),
         groups=tuple(str(g) for g in opt_list(spec, "groups", "spec")),
+        extra=_extra(spec.get("extra")),
         approved="Approved" in conditions,
         denied="Denied" in conditions,
         certificate_pem=_b64(opt_str(status, "certificate", "status"), "status.certificate"),
@@ -269,6 +272,12 @@ def csr_to_json(
         "metadata": meta,
         "spec": spec,
     }
+
+
+def _extra(raw: object) -> dict[str, tuple[str, ...]]:
+    if not isinstance(raw, Mapping):
+        return {}
+    return {str(k): tuple(str(x) for x in v) for k, v in raw.items() if isinstance(v, list | tuple)}
 
 
 def _b64(text: str, path: str) -> bytes:
