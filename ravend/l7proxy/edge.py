@@ -1,0 +1,75 @@
+"""Edge side of L7: serve a tunnel stream by dialling the kubelet it names. I/O.
+
+The cloud opens a stream with `Target(node, port, tls)`. The edge resolves the node *name* in
+its own ClusterView, and only among the nodes of its own Gateway (routing.edge_destination):
+node IPs may collide between pools, and the cloud must not be able to use an edge as a hop to
+arbitrary addresses. When the front request was TLS the kubelet connection is TLS too, with
+ravend's proxy client certificate (CN ravend-proxy-client, RBAC nodes/proxy,log,stats,metrics).
+
+A failure to dial resets the stream with the reason; the front end turns that into a 502 for
+the caller. After that, bytes are spliced until both sides are done.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ravend.l7proxy.front_dial import KubeletTls, dial_kubelet
+from ravend.l7proxy.front_splice import StreamPipe, splice
+from ravend.l7proxy.protocol_frames import ErrorCode, Target
+from ravend.l7proxy.routing import Refusal, edge_destination
+from ravend.l7proxy.tunnel_stream import Stream
+from ravend.model import ClusterView
+from ravend.runtime import Latest
+
+log = logging.getLogger(__name__)
+
+
+class EdgeHandler:
+    """The `StreamHandler` of the edge's TunnelClient."""
+
+    def __init__(
+        self,
+        me: str,
+        view: Latest[ClusterView],
+        kubelet_tls: KubeletTls,
+        connect_timeout: float = 10.0,
+    ) -> None:
+        self.me = me
+        self._view = view
+        self._kubelet_tls = kubelet_tls
+        self._timeout = connect_timeout
+
+    async def __call__(self, target: Target, stream: Stream) -> None:
+        dest = edge_destination(target.node, target.port, target.tls, self._view.value, self.me)
+        if isinstance(dest, Refusal):
+            log.warning(
+                "edge %s refused stream to %s:%d: %s",
+                self.me,
+                target.node,
+                target.port,
+                dest.reason,
+            )
+            stream.reset(ErrorCode.REFUSED_STREAM, f"{dest.status} {dest.reason}")
+            return
+        address, port = dest
+        try:
+            kubelet = await dial_kubelet(
+                address, port, self._kubelet_tls if target.tls else None, self._timeout
+            )
+        except (OSError, TimeoutError) as exc:
+            reason = f"cannot reach node {target.node} ({address}:{port}): {exc or 'timeout'}"
+            log.info("edge %s: %s", self.me, reason)
+            stream.reset(ErrorCode.CONNECT_FAILED, reason)
+            return
+        tunnel = StreamPipe(stream)
+        try:
+            result = await splice(tunnel, kubelet)
+        except BaseException:
+            kubelet.abort()
+            raise
+        if result.error is not None:
+            kubelet.abort()
+            stream.reset(ErrorCode.CANCEL, str(result.error))
+            return
+        kubelet.close()

@@ -1,0 +1,161 @@
+"""Byte pipes (socket or tunnel stream) and `splice`, the relay both ways. I/O.
+
+After routing on the request head, the proxy only moves bytes: requests, chunked log streams,
+WebSocket and SPDY/3.1 sessions after a 101 and port-forward data alike, with no HTTP parsing.
+
+Half-close: end-of-stream on one side is passed on as end-of-stream where the other side can
+carry it (plain TCP, tunnel streams). TLS over asyncio cannot half-close, so an EOF that cannot
+be passed on ends the whole exchange: a TLS caller that stops sending is gone (Go's TLS clients
+never half-close a kubelet connection), and a TLS kubelet that finished its response is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from dataclasses import dataclass
+from typing import Protocol
+
+from ravend.l7proxy.tunnel_stream import Stream, TunnelError
+
+READ_SIZE = 256 * 1024
+
+
+class Pipe(Protocol):
+    """One side of a relay."""
+
+    async def read(self) -> bytes:
+        """Some bytes; b"" at end of stream."""
+        ...
+
+    async def write(self, data: bytes) -> None: ...
+
+    def write_eof(self) -> bool:
+        """Pass on end-of-stream; False when this side cannot half-close (TLS)."""
+        ...
+
+    def close(self) -> None:
+        """Finish: flush what is buffered, then close."""
+        ...
+
+    def abort(self) -> None:
+        """Drop now: the peer sees a reset, not a clean end."""
+        ...
+
+
+def set_nodelay(writer: asyncio.StreamWriter) -> None:
+    """Small writes go out at once (OpenSSH without it has a 40 ms tail, environment.md)."""
+    sock = writer.get_extra_info("socket")
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+class SocketPipe:
+    """An asyncio stream pair (plain TCP or TLS)."""
+
+    __slots__ = ("reader", "writer")
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    async def read(self) -> bytes:
+        return await self.reader.read(READ_SIZE)
+
+    async def write(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    def write_eof(self) -> bool:
+        if self.writer.is_closing() or not self.writer.can_write_eof():
+            return False
+        self.writer.write_eof()
+        return True
+
+    def close(self) -> None:
+        self.writer.close()
+
+    def abort(self) -> None:
+        self.writer.transport.abort()
+
+
+class StreamPipe:
+    """A tunnel stream."""
+
+    __slots__ = ("stream",)
+
+    def __init__(self, stream: Stream) -> None:
+        self.stream = stream
+
+    async def read(self) -> bytes:
+        return await self.stream.read(READ_SIZE)
+
+    async def write(self, data: bytes) -> None:
+        await self.stream.write(data)
+
+    def write_eof(self) -> bool:
+        self.stream.write_eof()
+        return True
+
+    def close(self) -> None:
+        self.stream.close()
+
+    def abort(self) -> None:
+        self.stream.reset(reason="relay aborted")
+
+
+@dataclass
+class SpliceResult:
+    """What went through; `failed` names the side whose error ended the relay, if any."""
+
+    a_to_b: int = 0
+    b_to_a: int = 0
+    error: BaseException | None = None
+    failed: str = ""
+
+
+class _EndOfExchange(Exception):
+    """An EOF that cannot be passed on: the exchange is over."""
+
+
+async def _pump(src: Pipe, dst: Pipe, result: SpliceResult, down: bool) -> None:
+    src_name, dst_name = ("b", "a") if down else ("a", "b")
+    while True:
+        try:
+            data = await src.read()
+        except (OSError, TunnelError):
+            result.failed = result.failed or src_name
+            raise
+        if not data:
+            break
+        if down:
+            result.b_to_a += len(data)
+        else:
+            result.a_to_b += len(data)
+        try:
+            await dst.write(data)
+        except (OSError, TunnelError):
+            result.failed = result.failed or dst_name
+            raise
+    if not dst.write_eof():
+        raise _EndOfExchange
+
+
+async def splice(a: Pipe, b: Pipe) -> SpliceResult:
+    """Relay until both directions ended (or one failed); never closes the pipes itself.
+
+    Errors (OSError, TunnelError) are returned in the result, not raised, so the caller can
+    answer "502" when nothing came back yet or just drop the connection when something did.
+    """
+    result = SpliceResult()
+    try:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(_pump(a, b, result, False))
+            tg.create_task(_pump(b, a, result, True))
+    except* _EndOfExchange:
+        pass
+    except* (OSError, TunnelError) as group:
+        result.error = group.exceptions[0]
+    return result

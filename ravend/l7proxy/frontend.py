@@ -1,0 +1,276 @@
+"""The kubelet front ends of a cloud proxy node: HTTPS (10263) and plain HTTP (10264). I/O.
+
+Per connection: read one request head (bounded in size and time), decide the route
+(`routing`), open the upstream (`front_dial`), send the head rewritten for the upstream plus any
+body bytes already read, then splice bytes both ways (`front_splice`) until the exchange ends.
+Nothing after the head is parsed, so chunked log streams, large bodies, WebSocket and SPDY/3.1
+upgrades and port-forward sessions all pass unchanged, in both directions.
+
+Keep-alive: one request per connection. The upstream head gets `Connection: close` (upgrade
+requests keep `Connection: Upgrade`), the kubelet closes after its response, and we then close
+the caller's connection, which Go's HTTP client (the kube-apiserver) handles by dialling anew.
+It is the simplest correct choice: nothing after the head is ever interpreted, so a request
+can neither be smuggled past routing nor reach a second node on the same connection.
+
+Refusals and upstream failures before the first response byte are answered with a plain-text
+status (400/403/404/431/502/503/504); after that the caller's connection is dropped. When the
+caller goes away, the upstream (socket or tunnel stream) is closed at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Protocol
+
+from prometheus_client import Counter
+
+from ravend.l7proxy.front_pods import PodLookup
+from ravend.l7proxy.front_splice import Pipe, SocketPipe, set_nodelay, splice
+from ravend.l7proxy.http_head import (
+    DEFAULT_LIMITS,
+    HeadError,
+    HeadLimits,
+    RequestHead,
+    for_upstream,
+    head_end,
+    parse_request_head,
+    render_request_head,
+    simple_response,
+)
+from ravend.l7proxy.routing import (
+    PodRef,
+    Refusal,
+    Route,
+    authorise_caller,
+    plan_route,
+    wanted,
+)
+from ravend.model import ClusterView
+from ravend.runtime import Latest
+
+log = logging.getLogger(__name__)
+
+REQUESTS = Counter(
+    "ravend_l7_requests_total", "Kubelet requests at the L7 front ends", ["front", "outcome"]
+)
+
+
+class Upstreams(Protocol):
+    async def open(self, route: Route) -> Pipe | Refusal: ...
+
+
+@dataclass(frozen=True)
+class FrontSettings:
+    """Limits and timeouts of one front end."""
+
+    head_timeout: float = 10.0
+    """Seconds a caller has to send its complete request head (slowloris guard)."""
+    pod_lookup_timeout: float = 5.0
+    """Seconds allowed for the Pod GET of a pod subresource request."""
+    drain_timeout: float = 5.0
+    """Seconds open exchanges may run after close() before they are cut (log follows never
+    end by themselves, so this must be bounded)."""
+    limits: HeadLimits = DEFAULT_LIMITS
+    allowed_callers: frozenset[str] = field(default_factory=frozenset)
+    """TLS only: the client certificate CNs accepted (empty: any cluster-CA identity except
+    node and tunnel identities, see routing.authorise_caller)."""
+
+
+class FrontEnd:
+    """One listening front end; `async with FrontEnd(...) as front:`."""
+
+    def __init__(
+        self,
+        *,
+        me: str,
+        view: Latest[ClusterView],
+        pods: PodLookup,
+        upstreams: Upstreams,
+        ssl_context: ssl.SSLContext | None,
+        host: str | None = None,
+        port: int = 0,
+        settings: FrontSettings | None = None,
+    ) -> None:
+        if ssl_context is not None and ssl_context.verify_mode != ssl.CERT_REQUIRED:
+            raise ValueError("the HTTPS front end must require client certificates")
+        self.me = me
+        self.tls = ssl_context is not None
+        self.name = "https" if self.tls else "http"
+        self.settings = settings or FrontSettings()
+        self._view = view
+        self._pods = pods
+        self._upstreams = upstreams
+        self._ssl = ssl_context
+        self._host = host
+        self._port = port
+        self._server: asyncio.Server | None = None
+        self._handlers: set[asyncio.Task[Any]] = set()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None, "front end not started"
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    async def __aenter__(self) -> FrontEnd:
+        self._server = await asyncio.start_server(
+            self._on_connection,
+            self._host,
+            self._port,
+            ssl=self._ssl,
+            ssl_handshake_timeout=self.settings.head_timeout,
+            limit=self.settings.limits.max_head_bytes + 4,
+        )
+        log.info("L7 %s front end listening on port %d", self.name, self.port)
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Stop accepting, let open exchanges finish for `drain_timeout`, cut the rest."""
+        if self._server is None:
+            return
+        self._server.close()
+        handlers = set(self._handlers)
+        if handlers:
+            _, pending = await asyncio.wait(handlers, timeout=self.settings.drain_timeout)
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(handlers)
+        await self._server.wait_closed()
+        self._server = None
+
+    async def _on_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        set_nodelay(writer)
+        client = SocketPipe(reader, writer)
+        try:
+            outcome = await self._exchange(client)
+        except Exception:
+            log.exception("L7 %s front end: request failed", self.name)
+            outcome = "error"
+            client.abort()
+        finally:
+            self._handlers.discard(task)
+            client.close()
+        REQUESTS.labels(front=self.name, outcome=outcome).inc()
+
+    async def _exchange(self, client: SocketPipe) -> str:
+        """Serve one request; returns the outcome label."""
+        refusal = self._authorise(client.writer)
+        if refusal is not None:
+            return await _refuse(client, refusal)
+        try:
+            async with asyncio.timeout(self.settings.head_timeout):
+                raw, rest = await _read_head(client.reader, self.settings.limits)
+            head = parse_request_head(raw, self.settings.limits)
+        except HeadError as exc:
+            return await _refuse(client, Refusal(exc.status, exc.reason))
+        except TimeoutError:
+            return await _refuse(client, Refusal(408, "request head not received in time"))
+        except (EOFError, OSError):
+            return "caller-gone"
+        route = await self._route(head)
+        if isinstance(route, Refusal):
+            return await _refuse(client, route)
+        upstream = await self._upstreams.open(route)
+        if isinstance(upstream, Refusal):
+            return await _refuse(client, upstream)
+        return await _relay(client, upstream, render_request_head(for_upstream(head)) + rest)
+
+    def _authorise(self, writer: asyncio.StreamWriter) -> Refusal | None:
+        if not self.tls:
+            return None
+        cn, groups = _subject(writer.get_extra_info("peercert"))
+        return authorise_caller(cn, groups, self.settings.allowed_callers)
+
+    async def _route(self, head: RequestHead) -> Route | Refusal:
+        want = wanted(head, self.tls)
+        if isinstance(want, Refusal):
+            return want
+        node = want.node
+        if isinstance(node, PodRef):
+            found = await self._pod_node(node)
+            if isinstance(found, Refusal):
+                return found
+            node = found
+        return plan_route(node, want.port, self.tls, self._view.value, self.me)
+
+    async def _pod_node(self, pod: PodRef) -> str | Refusal:
+        try:
+            async with asyncio.timeout(self.settings.pod_lookup_timeout):
+                node = await self._pods(pod.namespace, pod.name)
+        except TimeoutError:
+            return Refusal(504, f"looking up pod {pod.namespace}/{pod.name} timed out")
+        except Exception as exc:  # any API error: the caller gets a status, not a hang
+            return Refusal(503, f"cannot look up pod {pod.namespace}/{pod.name}: {exc}")
+        if node is None:
+            return Refusal(404, f"pod {pod.namespace}/{pod.name} not found or not scheduled")
+        return node
+
+
+async def _read_head(reader: asyncio.StreamReader, limits: HeadLimits) -> tuple[bytes, bytes]:
+    """(head, bytes read past it). Raises HeadError, EOFError or OSError."""
+    buf = bytearray()
+    while True:
+        data = await reader.read(64 * 1024)
+        if not data:
+            if buf:
+                raise HeadError(400, "connection closed inside the request head")
+            raise EOFError
+        buf += data
+        end = head_end(buf, limits)
+        if end is not None:
+            return bytes(buf[:end]), bytes(buf[end:])
+
+
+async def _refuse(client: SocketPipe, refusal: Refusal) -> str:
+    log.info("L7 request refused: %d %s", refusal.status, refusal.reason)
+    with contextlib.suppress(OSError):
+        await client.write(simple_response(refusal.status, refusal.reason))
+    return str(refusal.status)
+
+
+async def _relay(client: SocketPipe, upstream: Pipe, first: bytes) -> str:
+    try:
+        try:
+            await upstream.write(first)
+        except (OSError, ConnectionError) as exc:
+            return await _refuse(client, Refusal(502, f"upstream failed: {exc}"))
+        result = await splice(client, upstream)
+    except BaseException:
+        upstream.abort()
+        raise
+    if result.error is None:
+        upstream.close()
+        return "ok"
+    upstream.abort()
+    if result.failed == "b" and result.b_to_a == 0:
+        return await _refuse(client, Refusal(502, f"upstream failed: {result.error}"))
+    client.abort()
+    return "upstream-error" if result.failed == "b" else "caller-gone"
+
+
+def _subject(peercert: dict[str, Any] | None) -> tuple[str | None, frozenset[str]]:
+    """(single CN or None, organisations) of a verified peer certificate."""
+    cns: list[str] = []
+    orgs: set[str] = set()
+    for rdn in (peercert or {}).get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                cns.append(value)
+            elif key == "organizationName":
+                orgs.add(value)
+    return (cns[0] if len(cns) == 1 else None), frozenset(orgs)
