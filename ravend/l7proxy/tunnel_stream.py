@@ -1,0 +1,175 @@
+"""One multiplexed stream of a tunnel session, as an async byte pipe. I/O through the session.
+
+A `Stream` buffers what the peer sent until `read()` takes it; only then is the peer allowed to
+send more (the protocol's per-stream window), so a stream nobody reads costs at most one window
+of memory and never slows its neighbours. Errors are per stream: a reset raises here only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+from ravend.l7proxy.protocol_frames import ErrorCode, Target
+
+if TYPE_CHECKING:
+    from ravend.l7proxy.tunnel_session import TunnelSession
+
+
+class TunnelError(ConnectionError):
+    """Base of the tunnel's runtime errors."""
+
+
+class TunnelClosed(TunnelError):
+    """The tunnel connection carrying the stream is gone."""
+
+
+class StreamResetError(TunnelError):
+    """The stream was aborted, by the peer or because it broke the protocol."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(f"stream reset ({code}): {reason}")
+        self.code = code
+        self.reason = reason
+
+
+class Stream:
+    """Bytes both ways to `target`; use as `async with stream:` to close it on exit."""
+
+    __slots__ = (
+        "_buf",
+        "_discard",
+        "_eof",
+        "_error",
+        "_read_waiter",
+        "_sent_fin",
+        "_session",
+        "_write_waiter",
+        "id",
+        "target",
+    )
+
+    def __init__(self, session: TunnelSession, stream_id: int, target: Target) -> None:
+        self.id = stream_id
+        self.target = target
+        self._session = session
+        self._buf = bytearray()
+        self._eof = False
+        self._sent_fin = False
+        self._discard = False
+        self._error: TunnelError | None = None
+        # Futures are created only while someone waits: an idle stream stays small.
+        self._read_waiter: asyncio.Future[None] | None = None
+        self._write_waiter: asyncio.Future[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<Stream {self.id} to {self.target.node}:{self.target.port}>"
+
+    @property
+    def finished(self) -> bool:
+        """Both directions are over (or the stream failed)."""
+        return self._error is not None or (self._eof and self._sent_fin)
+
+    async def read(self, max_bytes: int = 256 * 1024) -> bytes:
+        """Up to `max_bytes` bytes; b"" at end of stream. Raises StreamResetError/TunnelClosed."""
+        while not self._buf:
+            if self._error is not None:
+                raise self._error
+            if self._eof:
+                return b""
+            self._read_waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._read_waiter
+            finally:
+                self._read_waiter = None
+        if self._error is not None:
+            raise self._error  # a reset discards unread data, as TCP does
+        chunk = bytes(self._buf[:max_bytes])
+        del self._buf[:max_bytes]
+        self._session._consumed(self.id, len(chunk))
+        return chunk
+
+    async def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Send all of `data`, waiting for window (this stream's only) and socket buffer."""
+        view = memoryview(data)
+        while view:
+            if self._error is not None:
+                raise self._error
+            taken = self._session._send(self.id, view)
+            view = view[taken:]
+            if view:
+                self._write_waiter = asyncio.get_running_loop().create_future()
+                try:
+                    await self._write_waiter
+                finally:
+                    self._write_waiter = None
+        await self._session._drain()
+
+    def write_eof(self) -> None:
+        """Tell the peer we will send no more (it reads end of stream); reading goes on."""
+        if self._error is not None:
+            raise self._error
+        if not self._sent_fin:
+            self._sent_fin = True
+            self._session._half_close(self.id)
+
+    def reset(self, code: int = ErrorCode.CANCEL, reason: str = "") -> None:
+        """Abort both directions now; unread and unsent data is dropped."""
+        if self._error is None:
+            self._session._reset(self.id, code, reason)
+            self._fail(StreamResetError(code, f"reset locally: {reason}"))
+
+    def close(self) -> None:
+        """Finish gracefully: send end of stream and ignore whatever the peer still sends."""
+        if self._error is not None:
+            return
+        if not self._sent_fin:
+            self.write_eof()
+        if not self._eof:
+            self._discard = True
+            unread, self._buf = len(self._buf), bytearray()
+            self._session._consumed(self.id, unread)
+
+    async def __aenter__(self) -> Stream:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            self.close()
+        else:
+            self.reset(ErrorCode.CANCEL, f"{exc_type.__name__ if exc_type else 'error'}")
+
+    # ---- called by the session ---------------------------------------------------------
+
+    def _feed(self, data: bytes) -> bool:
+        """Buffer data; False if the stream is discarding (the caller acknowledges it)."""
+        if self._discard or self._error is not None:
+            return False
+        self._buf += data
+        _wake(self._read_waiter)
+        return True
+
+    def _feed_eof(self) -> None:
+        self._eof = True
+        _wake(self._read_waiter)
+
+    def _window_opened(self) -> None:
+        _wake(self._write_waiter)
+
+    def _fail(self, error: TunnelError) -> None:
+        if self._error is None:
+            self._error = error
+            self._buf = bytearray()
+        _wake(self._read_waiter)
+        _wake(self._write_waiter)
+
+
+def _wake(waiter: asyncio.Future[None] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
