@@ -169,9 +169,8 @@ def check_certs(f: NodeFacts) -> list[CheckResult]:
         return [_r(f, "certs", Status.SKIP, "certificates not readable from here")]
     out = []
     for c in f.certs:
-        left = c.not_after - f.now
-        days = left.total_seconds() / 86400
-        if left <= dt.timedelta(0):
+        days = check_cert_expiry_days(c.not_after, f.now)
+        if days <= 0:
             status, detail = Status.FAIL, f"{c.name} expired {-days:.1f} days ago"
         elif days < CERT_WARN_DAYS:
             status, detail = Status.WARN, f"{c.name} expires in {days:.1f} days"
@@ -183,6 +182,11 @@ def check_certs(f: NodeFacts) -> list[CheckResult]:
         )
         out.append(_r(f, f"certs/{c.name}", status, detail, fix))
     return out
+
+
+def check_cert_expiry_days(not_after: dt.datetime, now: dt.datetime) -> float:
+    """Days until `not_after` (negative once expired)."""
+    return (not_after - now).total_seconds() / 86400
 
 
 def check_cluster(c: ClusterFacts) -> list[CheckResult]:

@@ -190,7 +190,7 @@ def check_mtu_mss(f: NodeFacts) -> list[CheckResult]:
                 Status.OK if ok else Status.FAIL,
                 "TCP MSS clamping " + ("installed" if ok else "missing"),
                 "the agent installs table inet ravend; `nft list table inet ravend` "
-                "should show `tcp option maxseg size set rt mtu`",
+                "should show `tcp option maxseg size set N`",
             )
         )
     return out
