@@ -13,9 +13,10 @@ the caller. After that, bytes are spliced until both sides are done.
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 from ravend.l7proxy.front_dial import KubeletTls, dial_kubelet
-from ravend.l7proxy.front_splice import StreamPipe, splice
+from ravend.l7proxy.front_splice import SocketPipe, StreamPipe, splice
 from ravend.l7proxy.protocol_frames import ErrorCode, Target
 from ravend.l7proxy.routing import Refusal, edge_destination
 from ravend.l7proxy.tunnel_stream import Stream
@@ -23,6 +24,9 @@ from ravend.model import ClusterView
 from ravend.runtime import Latest
 
 log = logging.getLogger(__name__)
+
+KubeletDial = Callable[[str, int, KubeletTls | None, float], Awaitable[SocketPipe]]
+"""How the edge reaches an address of its own pool (the network seam; `dial_kubelet`)."""
 
 
 class EdgeHandler:
@@ -34,8 +38,10 @@ class EdgeHandler:
         view: Latest[ClusterView],
         kubelet_tls: KubeletTls,
         connect_timeout: float = 10.0,
+        dial: KubeletDial = dial_kubelet,
     ) -> None:
         self.me = me
+        self._dial = dial
         self._view = view
         self._kubelet_tls = kubelet_tls
         self._timeout = connect_timeout
@@ -54,7 +60,7 @@ class EdgeHandler:
             return
         address, port = dest
         try:
-            kubelet = await dial_kubelet(
+            kubelet = await self._dial(
                 address, port, self._kubelet_tls if target.tls else None, self._timeout
             )
         except (OSError, TimeoutError) as exc:

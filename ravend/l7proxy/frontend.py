@@ -123,7 +123,7 @@ class FrontEnd:
             self._host,
             self._port,
             ssl=self._ssl,
-            ssl_handshake_timeout=self.settings.head_timeout,
+            ssl_handshake_timeout=self.settings.head_timeout if self._ssl else None,
             limit=self.settings.limits.max_head_bytes + 4,
         )
         log.info("L7 %s front end listening on port %d", self.name, self.port)

@@ -135,9 +135,13 @@ class Exchange:
 class KubeletClient:
     """Requests to kubelets by node name, presenting `ssl_context`'s client certificate."""
 
-    def __init__(self, resolve: Resolver, ssl_context: ssl.SSLContext | None) -> None:
+    def __init__(
+        self, resolve: Resolver, ssl_context: ssl.SSLContext | None, port: int = 10250
+    ) -> None:
         self.resolve = resolve
         self.ssl = ssl_context
+        self.port = port
+        """The kubelet port requests name by default (10250; 10255 for the read-only port)."""
 
     async def open(
         self,
@@ -145,11 +149,12 @@ class KubeletClient:
         method: str,
         path: str,
         *,
-        port: int = 10250,
+        port: int | None = None,
         headers: tuple[tuple[str, str], ...] = (),
         body: bytes = b"",
         host: str | None = None,
     ) -> Exchange:
+        port = port or self.port
         address, dial_port = self.resolve(node, port)
         reader, writer = await asyncio.open_connection(
             address, dial_port, ssl=self.ssl, server_hostname=address if self.ssl else None
@@ -176,7 +181,7 @@ class KubeletClient:
         finally:
             ex.close()
 
-    async def get(self, node: str, path: str, port: int = 10250) -> Response:
+    async def get(self, node: str, path: str, port: int | None = None) -> Response:
         return await self.request(node, "GET", path, port=port)
 
     async def ws_exec_echo(self, node: str, path: str, chunks: list[bytes]) -> tuple[bytes, bytes]:

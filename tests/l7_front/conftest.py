@@ -1,0 +1,239 @@
+"""Loopback rig for the L7 front-end tests: real TLS, real tunnel, fake kubelets on 127.0.0.x.
+
+Topology (one ClusterView, built directly):
+  gw-cloud (exposed): cloud-1 (the proxy, active proxy endpoint), cloud-2     -> dialled directly
+  gw-a:               edge-1 (active proxy endpoint), edge-2                   -> tunnel via edge-1
+  gw-b:               edge-3 (active proxy endpoint)                           -> tunnel via edge-3
+edge-3's InternalIP in the view equals edge-2's (127.0.0.22): node IPs collide between pools. Pool
+b's network is simulated by the edge's dial seam, which maps 127.0.0.22 to 127.0.0.32 where
+edge-3's kubelet really listens, as a separate L3 domain would.
+Kubelets listen on free high ports published as the Gateways' proxyHTTPSPort/proxyHTTPPort.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from ravend.certs.tls import client_context, identity_from_peercert, server_context
+from ravend.l7proxy.edge import EdgeHandler
+from ravend.l7proxy.front_dial import KubeletTls, UpstreamDialer, dial_kubelet
+from ravend.l7proxy.front_splice import SocketPipe
+from ravend.l7proxy.frontend import FrontEnd, FrontSettings
+from ravend.l7proxy.settings import L7TunnelSettings
+from ravend.l7proxy.tunnel_client import ServerAddress, TunnelClient
+from ravend.l7proxy.tunnel_server import TunnelServer
+from ravend.model import (
+    GATEWAY_LABEL,
+    ClusterView,
+    Endpoint,
+    EndpointType,
+    ExposeType,
+    Gateway,
+    GatewaySpec,
+    GatewayStatus,
+    Node,
+    ObjectMeta,
+    ProxyConfig,
+    RavenConfig,
+)
+from ravend.runtime import Latest
+from ravend.sim.apiserver.pki import ClusterCA
+from ravend.sim.kubelet import FakeKubelet, serving_context
+from ravend.sim.kubelet_client import KubeletClient, fixed_resolver
+
+FAST = L7TunnelSettings(
+    port=0,
+    keepalive_interval=0.2,
+    keepalive_timeout=1.0,
+    reconnect_initial_delay=0.05,
+    reconnect_max_delay=0.3,
+    drain_timeout=1.0,
+)
+NODE_IPS = {
+    "cloud-1": "127.0.0.11",
+    "cloud-2": "127.0.0.12",
+    "edge-1": "127.0.0.21",
+    "edge-2": "127.0.0.22",
+    "edge-3": "127.0.0.22",  # collides with edge-2 on purpose
+}
+REAL_IPS = {**NODE_IPS, "edge-3": "127.0.0.32"}
+POOLS = {"cloud-1": "gw-cloud", "cloud-2": "gw-cloud", "edge-1": "gw-a", "edge-2": "gw-a"}
+POOLS["edge-3"] = "gw-b"
+PROXIES = {"gw-cloud": "cloud-1", "gw-a": "edge-1", "gw-b": "edge-3"}
+POD = "pod-on-{}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass(frozen=True)
+class Pki:
+    ca: ClusterCA
+    creds: dict[str, tuple[bytes, bytes]]
+    """name -> (cert, key) PEM."""
+
+    @property
+    def ca_pem(self) -> bytes:
+        return self.ca.cert_pem
+
+    def client(self, name: str | None, ca_pem: bytes | None = None) -> ssl.SSLContext:
+        """A caller's context presenting certificate `name` (None: none)."""
+        if name is None:
+            return client_context(ca_pem or self.ca_pem)
+        cert, key = self.creds[name]
+        return client_context(ca_pem or self.ca_pem, cert, key)
+
+
+@pytest.fixture(scope="session")
+def pki() -> Pki:
+    ca = ClusterCA.create()
+    client = ["digital signature", "key encipherment", "client auth"]
+    creds = {
+        "front": ca.issue(
+            "system:node:cloud-1",
+            ["system:nodes"],
+            usages=["digital signature", "server auth"],
+            sans=["cloud-1", "127.0.0.1", "127.0.0.11"],
+        ),
+        "apiserver": ca.issue("kube-apiserver-kubelet-client", ["system:masters"], usages=client),
+        "proxy": ca.issue("ravend-proxy-client", usages=client),
+        "edge-1": ca.issue("ravend:tunnel:edge-1", ["ravend:tunnel-clients"], usages=client),
+        "edge-3": ca.issue("ravend:tunnel:edge-3", ["ravend:tunnel-clients"], usages=client),
+        "node-edge-2": ca.issue("system:node:edge-2", ["system:nodes"], usages=client),
+    }
+    other = ClusterCA.create()
+    creds["stranger"] = other.issue("kube-apiserver-kubelet-client", usages=client)
+    return Pki(ca, creds)
+
+
+def build_view(tls_port: int, plain_port: int) -> ClusterView:
+    proxy = ProxyConfig(replicas=1, proxy_https_port=str(tls_port), proxy_http_port=str(plain_port))
+    nodes = {
+        name: Node(
+            ObjectMeta(name, labels={GATEWAY_LABEL: POOLS[name]}), internal_ips=(ip,), ready=True
+        )
+        for name, ip in NODE_IPS.items()
+    }
+    gateways = {}
+    for gw, proxy_node in PROXIES.items():
+        ep = Endpoint(proxy_node, EndpointType.PROXY, 10262)
+        expose = ExposeType.PUBLIC_IP if gw == "gw-cloud" else ExposeType.NONE
+        spec = GatewaySpec(proxy_config=proxy, endpoints=(ep,), expose_type=expose)
+        gateways[gw] = Gateway(ObjectMeta(gw), spec, GatewayStatus(active_endpoints=(ep,)))
+    return ClusterView(gateways, nodes, RavenConfig(True, True, True), synced=True)
+
+
+def pool_dial(pool: str) -> Any:
+    """The edge's network seam: pool b's 127.0.0.22 is really 127.0.0.32 (separate L3 domain)."""
+
+    async def dial(address: str, port: int, tls: KubeletTls | None, timeout: float) -> SocketPipe:
+        if pool == "gw-b" and address == NODE_IPS["edge-3"]:
+            address = REAL_IPS["edge-3"]
+        return await dial_kubelet(address, port, tls, timeout)
+
+    return dial
+
+
+@dataclass
+class Rig:
+    pki: Pki
+    view: Latest[ClusterView]
+    tls_port: int
+    plain_port: int
+    tunnels: TunnelServer
+    https: FrontEnd
+    http: FrontEnd
+    kubelets: dict[str, FakeKubelet]
+    pods: dict[tuple[str, str], str]
+    edges: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    group: asyncio.TaskGroup | None = None
+
+    def caller(self, cert: str | None = "apiserver", plain: bool = False) -> KubeletClient:
+        if plain:
+            return KubeletClient(fixed_resolver("127.0.0.1", self.http.port), None, self.plain_port)
+        resolve = fixed_resolver("127.0.0.1", self.https.port)
+        return KubeletClient(resolve, self.pki.client(cert), self.tls_port)
+
+    def start_edge(self, node: str) -> None:
+        assert self.group is not None
+        proxy_tls = self.pki.client("proxy", ca_pem=None)
+        handler = EdgeHandler(node, self.view, lambda: proxy_tls, dial=pool_dial(POOLS[node]))
+        server = ServerAddress("127.0.0.1", self.tunnels.port, self.pki.client(node))
+        client = TunnelClient([server], handler, FAST)
+        self.edges[node] = self.group.create_task(client.run())
+
+    async def stop_edge(self, node: str) -> None:
+        task = self.edges.pop(node)
+        task.cancel()
+        await asyncio.wait([task])
+
+    async def wait_connected(self, nodes: set[str], timeout: float = 5.0) -> None:
+        async with asyncio.timeout(timeout):
+            while not nodes <= self.tunnels.connected.value:
+                await asyncio.sleep(0.01)
+
+
+def _kubelet_client_ctx(pki: Pki) -> ssl.SSLContext:
+    # Kubelets' serving certificates are not verified (the kube-apiserver's default).
+    cert, key = pki.creds["proxy"]
+    return client_context(None, cert, key, ssl.TLSVersion.TLSv1_2)
+
+
+@pytest.fixture
+async def rig(pki: Pki) -> AsyncIterator[Rig]:
+    tls_port, plain_port = free_port(), free_port()
+    view = Latest(build_view(tls_port, plain_port))
+    pods = {("default", POD.format(n)): n for n in NODE_IPS}
+    front_cert, front_key = pki.creds["front"]
+    server_tls = server_context(front_cert, front_key, pki.ca_pem)
+    kubelet_ctx = _kubelet_client_ctx(pki)
+
+    async def lookup(namespace: str, name: str) -> str | None:
+        return pods.get((namespace, name))
+
+    tunnels = TunnelServer(
+        server_tls, FAST, identity_of=identity_from_peercert, host="127.0.0.1", port=0
+    )
+    dialer = UpstreamDialer(lambda: kubelet_ctx, tunnels, connect_timeout=2.0)
+
+    def front(tls: ssl.SSLContext | None) -> FrontEnd:
+        return FrontEnd(
+            me="cloud-1", view=view, pods=lookup, upstreams=dialer, ssl_context=tls,
+            host="127.0.0.1", settings=FrontSettings(head_timeout=2.0, drain_timeout=1.0),
+        )  # fmt: skip
+
+    kubelets = {}
+    for name, ip in REAL_IPS.items():
+        tls = serving_context(pki.ca_pem, pki.ca.key_pem, name, [ip])
+        kubelets[name] = FakeKubelet(
+            name, ip, tls, port=tls_port, read_only_port=plain_port, metrics_bytes=2 << 20
+        )
+    async with contextlib.AsyncExitStack() as stack:
+        await stack.enter_async_context(tunnels)
+        https = await stack.enter_async_context(front(server_tls))
+        http = await stack.enter_async_context(front(None))
+        for kubelet in kubelets.values():
+            await stack.enter_async_context(kubelet)
+        rig = Rig(pki, view, tls_port, plain_port, tunnels, https, http, kubelets, pods)
+        async with asyncio.TaskGroup() as tg:
+            rig.group = tg
+            rig.start_edge("edge-1")
+            rig.start_edge("edge-3")
+            await rig.wait_connected({"edge-1", "edge-3"})
+            try:
+                yield rig
+            finally:
+                for node in list(rig.edges):
+                    await rig.stop_edge(node)
