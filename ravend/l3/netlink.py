@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -166,3 +167,46 @@ async def kernel_wireguard_available(netns: str | None = None) -> bool:
         except NetlinkError as e:
             log.warning("could not remove WireGuard probe link: %s", e)
     return True
+
+
+async def underlay_mtu(node_ip: str, netns: str | None = None, default: int = 1500) -> int:
+    """MTU of the link holding `node_ip` (the tunnels' underlay); `default` if none has it."""
+    async with AsyncIPRoute(**({"netns": netns} if netns else {})) as ipr:
+        index = None
+        async for msg in await ipr.addr("dump"):
+            if msg.get("address") == node_ip:
+                index = msg["index"]
+                break
+        if index is None:
+            return default
+        async for msg in await ipr.link("get", index=index):
+            return int(msg.get("mtu") or default)
+    return default
+
+
+_GROUPS = 0x1 | 0x40 | 0x400 | 0x80000 | 0x100000
+"""RTMGRP_LINK | IPV4_ROUTE | IPV6_ROUTE | IPV4_RULE | IPV6_RULE."""
+
+
+def _owned_event(msg: Any, s: L3Settings) -> bool:
+    event = msg.get("event") or ""
+    if event.endswith("LINK"):
+        return msg.get("ifname") in s.owned_links
+    table = msg.get("table") or msg.get("RTA_TABLE") or 0
+    if event.endswith("ROUTE"):
+        return msg.get("proto") == s.route_proto or table in s.owned_tables
+    if event.endswith("RULE"):
+        return table in s.owned_tables or msg.get("FRA_PROTOCOL") == s.route_proto
+    return False
+
+
+async def watch_owned(s: L3Settings, netns: str | None, notify: Callable[[], None]) -> None:
+    """Call `notify()` for every kernel change to ravend's links, routes or rules (runs until
+    cancelled). Someone deleting a route or link gets it re-added within one pass, without
+    waiting for the periodic resync; ravend's own changes notify too (one idle pass)."""
+    async with AsyncIPRoute(**({"netns": netns} if netns else {})) as ipr:
+        await ipr.bind(groups=_GROUPS)
+        while True:
+            async for msg in ipr.get():
+                if _owned_event(msg, s):
+                    notify()

@@ -1,0 +1,388 @@
+"""The L3 plane's reconcile loop: view -> plan -> kernel snapshot -> diff -> apply (I/O).
+
+`L3Agent.run()` is the plane's entry point (a role task of the composition root). It loads the
+persisted WireGuard key, picks the WireGuard backend, publishes the public key into this node's
+tunnel endpoints, then reconciles whenever one of these happens:
+
+- the informers publish a newer *synced* view (an unsynced view plans to "nothing" and would
+  tear every tunnel down, so it is never planned from);
+- the kernel reports a change to ravend's links, routes or rules (netlink multicast groups,
+  `ravend.l3.netlink.watch_owned`): a deleted route comes back within one pass;
+- wireguard-go exits (it is restarted by the next pass, with backoff);
+- the periodic resync (`L3Settings.resync_period_s`) repairs anything else, e.g. sysctls or the
+  nft table, which send no netlink events; after a failed pass it retries sooner (backoff).
+
+Every pass is counted (`ravend_reconciles_total{subsystem="l3"}`), failures are logged with the
+op and counted, and `ready(ok, detail)` reports whether the kernel now matches the plan. On
+cancellation (shutdown) the kernel is left as it is so traffic keeps flowing through a restart;
+`disable()` removes everything ravend owns (L3 toggled off).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ravend.l3.diff import diff
+from ravend.l3.kernel import LinuxKernel, OpFailure
+from ravend.l3.keys import load_or_create, public_from_private
+from ravend.l3.metrics import OPS_APPLIED, OPS_FAILED, PASS_SECONDS
+from ravend.l3.netlink import underlay_mtu, watch_owned
+from ravend.l3.ops import Op
+from ravend.l3.plan import KEY_FILE, LocalFacts, plan
+from ravend.l3.probe import ProbeSettings, probe_targets
+from ravend.l3.probe_io import Prober
+from ravend.l3.settings import L3Settings
+from ravend.l3.state import EMPTY, KernelSnapshot, L3State, WgDeviceState
+from ravend.l3.topology import pools
+from ravend.l3.wireguard import UserspaceWireGuard, WireGuard, choose_backend
+from ravend.model import CONFIG_PUBLIC_KEY, ClusterView, EndpointType
+from ravend.observe.metrics import ERRORS, RECONCILES
+from ravend.runtime import Latest
+
+if TYPE_CHECKING:
+    from ravend.kube.client import KubeClient
+
+log = logging.getLogger(__name__)
+
+ReadyFn = Callable[[bool, str], None]
+MIN_RETRY_S = 0.5
+"""First retry delay after a failed pass; doubles up to the resync period."""
+
+
+class Kernel(Protocol):
+    """What the loop needs from a kernel adapter (LinuxKernel; an in-memory one in tests)."""
+
+    async def snapshot(self, desired: L3State) -> KernelSnapshot: ...
+    async def apply(self, ops: Sequence[Op]) -> list[OpFailure]: ...
+
+
+async def publish_public_key(
+    client: KubeClient, view: ClusterView, me: str, public_key: str
+) -> list[str]:
+    """Write `public_key` into every tunnel endpoint naming `me` whose key differs (spec).
+
+    Every candidate publishes, not only the elected one, so a gateway switch needs no key
+    exchange. Returns the names of the Gateways written.
+    """
+    from ravend.kube.resources import GATEWAYS
+
+    def mutate(obj: dict[str, Any]) -> dict[str, Any] | None:
+        changed = False
+        for ep in (obj.get("spec") or {}).get("endpoints") or []:
+            if ep.get("nodeName") == me and ep.get("type") == EndpointType.TUNNEL.value:
+                config = ep.setdefault("config", {}) or {}
+                if config.get(CONFIG_PUBLIC_KEY) != public_key:
+                    ep["config"] = {**config, CONFIG_PUBLIC_KEY: public_key}
+                    changed = True
+        return obj if changed else None
+
+    written = []
+    for name, gw in sorted(view.gateways.items()):
+        stale = [
+            e
+            for e in gw.spec.endpoints
+            if e.node_name == me
+            and e.type == EndpointType.TUNNEL
+            and e.config.get(CONFIG_PUBLIC_KEY) != public_key
+        ]
+        if stale:
+            await client.update_with_retry(GATEWAYS, name, None, mutate)
+            written.append(name)
+    return written
+
+
+def _gateway_nodes(view: ClusterView, s: L3Settings) -> dict[str, tuple[str, str]]:
+    """Gateway name -> (elected tunnel node, its IP), as the planner sees them."""
+    found, _ = pools(view, s)
+    out = {}
+    for name, pool in found.items():
+        ip = next((n.ip for n in pool.nodes if n.name == pool.gateway_node), "")
+        if not ip and pool.gateway_node in view.nodes:
+            ip = view.nodes[pool.gateway_node].private_ip
+        out[name] = (pool.gateway_node, ip)
+    return out
+
+
+def _counts(state: L3State | KernelSnapshot) -> dict[str, int]:
+    if isinstance(state, L3State):
+        wg, vx = state.wireguard, state.vxlan
+        return {
+            "links": (wg is not None) + (vx is not None),
+            "peers": len(wg.peers) if wg else 0,
+            "routes": len(state.routes),
+            "rules": len(state.rules),
+            "fdb": len(vx.fdb) if vx else 0,
+            "neighbours": len(vx.neighbours) if vx else 0,
+            "remote_subnets": len(state.remote_subnets),
+        }
+    return {
+        "links": len(state.links),
+        "peers": len(state.wireguard.peers) if state.wireguard else 0,
+        "routes": len(state.routes),
+        "rules": len(state.rules),
+        "fdb": len(state.fdb),
+        "neighbours": len(state.neighbours),
+        "nft_table": int(state.nft_digest is not None),
+    }
+
+
+class L3Agent:
+    """See the module docstring. One per node (or per network namespace in tests)."""
+
+    def __init__(
+        self,
+        node_name: str,
+        node_ip: str,
+        settings: L3Settings,
+        state_dir: Path,
+        view: Latest[ClusterView],
+        *,
+        client: KubeClient | None,
+        netns: str | None = None,
+        ready: ReadyFn | None = None,
+        probe: ProbeSettings | None = None,
+        kernel: Kernel | None = None,
+        watch_kernel: bool = True,
+    ) -> None:
+        self.node_name = node_name
+        self.node_ip = node_ip
+        self.s = replace(settings, state_dir=str(state_dir))
+        self.view = view
+        self.client = client
+        self.netns = netns
+        self._ready = ready
+        self._kernel = kernel
+        self._injected = kernel is not None
+        self._watch_kernel = watch_kernel and not self._injected
+        self._wg: WireGuard | None = None
+        self._wake = asyncio.Event()
+        self.public_key = ""
+        self.prober = Prober(node_ip, self.s.probe_interval_s, probe, netns=netns)
+        self.planned: L3State = EMPTY
+        self.present: KernelSnapshot = KernelSnapshot()
+        self.last_failures: list[OpFailure] = []
+        self.passes = 0
+
+    # ---- entry points -------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Reconcile until cancelled (never returns); the kernel is left as it is on exit."""
+        await self._start()
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._forward_views(), name="l3-views")
+                tg.create_task(self.prober.run(), name="l3-prober")
+                if self._watch_kernel:
+                    tg.create_task(self._kernel_events(), name="l3-netlink")
+                if isinstance(self._wg, UserspaceWireGuard):
+                    tg.create_task(self._watch_wireguard(self._wg), name="l3-wireguard-go")
+                if self.client is not None:
+                    tg.create_task(self._publish_key_loop(), name="l3-publish-key")
+                await self._loop()
+        finally:
+            if isinstance(self._wg, UserspaceWireGuard):
+                await self._wg.close()  # forget, do not stop: tunnels outlive ravend
+
+    async def disable(self) -> None:
+        """Remove every kernel object ravend owns (diff against the empty state)."""
+        kernel = self._kernel or await self._make_kernel()
+        actual = await kernel.snapshot(EMPTY)
+        ops = diff(EMPTY, actual, self.s)
+        failures = await kernel.apply(ops) if ops else []
+        self._count(ops, failures)
+        log.info("L3 disabled: removed %d objects, %d failures", len(ops), len(failures))
+        self.planned, self.last_failures = EMPTY, failures
+        self.present = await kernel.snapshot(EMPTY)
+        self.prober.targets.publish(("", ()))
+
+    def debug_state(self) -> dict[str, object]:
+        """The /debug/state "l3" section: role, peers with health, planned vs present."""
+        p = self.planned
+        health = self.prober.health.value
+        have = {
+            x.public_key: x
+            for x in (self.present.wireguard.peers if self.present.wireguard else ())
+        }
+        peers = []
+        for peer in p.wireguard.peers if p.wireguard else ():
+            h = health.get(peer.gateway)
+            seen = have.get(peer.public_key)
+            peers.append(
+                {
+                    "gateway": peer.gateway,
+                    "node": h.node if h else "",
+                    "endpoint": (seen.endpoint if seen else None) or peer.endpoint,
+                    "allowed_ips": list(peer.allowed_ips),
+                    "rtt_ms": round(h.rtt_ewma_s * 1e3, 3) if h and h.rtt_ewma_s else None,
+                    "loss": h.loss if h else None,
+                    "up": h.up if h else None,
+                    "handshake_age_s": h.handshake_age_s if h else None,
+                }
+            )
+        return {
+            "role": p.role.value,
+            "gateway": p.gateway,
+            "public_key": self.public_key,
+            "peers": peers,
+            "planned": {**_counts(p), "remote": list(p.remote_subnets)},
+            "present": _counts(self.present),
+            "skipped": [f"{x.subject}: {x.reason}" for x in p.skipped],
+            "failures": [f"{f.op}: {f.error}" for f in self.last_failures],
+            "passes": self.passes,
+            "backend": "userspace" if isinstance(self._wg, UserspaceWireGuard) else "kernel",
+        }
+
+    # ---- the loop -----------------------------------------------------------------------------
+
+    async def _start(self) -> None:
+        path = Path(self.s.state_dir) / KEY_FILE
+        private = await asyncio.to_thread(load_or_create, path)
+        self.public_key = public_from_private(private)
+        if self._kernel is None:
+            self._kernel = await self._make_kernel()
+        log.info("L3 agent for %s: public key %s", self.node_name, self.public_key)
+
+    async def _make_kernel(self) -> Kernel:
+        self._wg = await choose_backend(self.s, self.netns, on_exit=self._wireguard_exited)
+        self.prober.wg_state = self._state_of_wg
+        return LinuxKernel(self.s, self._wg, self.netns)
+
+    async def _state_of_wg(self) -> WgDeviceState | None:
+        return await self._wg.state(self.s.wireguard_link) if self._wg else None
+
+    async def _loop(self) -> None:
+        retry = 0.0
+        while True:
+            timeout = retry or self.s.resync_period_s
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            self._wake.clear()
+            view = self.view.value
+            if not view.synced:
+                continue
+            ok = await self._pass(view)
+            retry = 0.0 if ok else min(self.s.resync_period_s, max(MIN_RETRY_S, retry * 2))
+
+    async def _pass(self, view: ClusterView) -> bool:
+        assert self._kernel is not None
+        start = time.monotonic()
+        RECONCILES.labels(subsystem="l3").inc()
+        self.passes += 1
+        try:
+            ok, detail = await self._reconcile(self._kernel, view)
+        except Exception as e:  # one bad pass must not end the plane; retried with backoff
+            ERRORS.labels(subsystem="l3", kind="pass").inc()
+            log.exception("L3 reconcile pass failed")
+            ok, detail = False, f"pass failed: {e}"
+        PASS_SECONDS.observe(time.monotonic() - start)
+        if self._ready is not None:
+            self._ready(ok, detail)
+        return ok
+
+    async def _reconcile(self, kernel: Kernel, view: ClusterView) -> tuple[bool, str]:
+        mtu = 1500 if self._injected else await underlay_mtu(self.node_ip, self.netns)
+        desired = plan(view, self.node_name, self.s, LocalFacts(self.public_key, mtu, self.node_ip))
+        if desired != self.planned:
+            log.info(
+                "L3 plan: role=%s gateway=%s %s skipped=%s",
+                desired.role.value, desired.gateway, _counts(desired),
+                [f"{x.subject}: {x.reason}" for x in desired.skipped],
+            )  # fmt: skip
+        self.planned = desired
+        targets = probe_targets(desired, _gateway_nodes(view, self.s))
+        if self.prober.targets.value != (desired.gateway, targets):
+            self.prober.targets.publish((desired.gateway, targets))
+        actual = await kernel.snapshot(desired)
+        ops = diff(desired, actual, self.s)
+        failures: list[OpFailure] = []
+        if ops:
+            log.info("L3 applying %d ops (%s)", len(ops), _summary(ops))
+            failures = await kernel.apply(ops)
+            self._count(ops, failures)
+            actual = await kernel.snapshot(desired)
+        self.present, self.last_failures = actual, failures
+        remaining = diff(desired, actual, self.s) if ops else []
+        if failures:
+            return (
+                False,
+                f"{len(failures)} ops failed, first: {failures[0].op}: {failures[0].error}",
+            )
+        if remaining:
+            return False, f"{len(remaining)} ops still pending, first: {remaining[0]}"
+        return True, f"{desired.role.value} {desired.gateway}".strip()
+
+    def _count(self, ops: Sequence[Op], failures: list[OpFailure]) -> None:
+        for op in ops:
+            OPS_APPLIED.labels(op=type(op).__name__).inc()
+        for f in failures:
+            OPS_FAILED.labels(op=type(f.op).__name__).inc()
+            ERRORS.labels(subsystem="l3", kind="op").inc()  # LinuxKernel logs each one
+
+    # ---- triggers -----------------------------------------------------------------------------
+
+    async def _forward_views(self) -> None:
+        async for _ in self.view.updates():
+            self._wake.set()
+
+    async def _kernel_events(self) -> None:
+        while True:
+            try:
+                await watch_owned(self.s, self.netns, self._wake.set)
+            except Exception as e:  # netlink unavailable: the periodic resync still repairs
+                ERRORS.labels(subsystem="l3", kind="netlink-events").inc()
+                log.warning("L3 netlink event watch failed (%s); retrying in 5 s", e)
+                await asyncio.sleep(5)
+
+    def _wireguard_exited(self, name: str) -> None:
+        ERRORS.labels(subsystem="l3", kind="wireguard-exit").inc()
+        log.warning("wireguard-go for %s exited; the next pass restarts it", name)
+        self._wake.set()
+
+    async def _watch_wireguard(self, wg: UserspaceWireGuard) -> None:
+        watched: object = None
+        while True:
+            proc = wg.procs.get(self.s.wireguard_link)
+            if proc is None or proc is watched:
+                # Not started by us (adopted or absent): its TUN link's deletion is a
+                # netlink event, so polling for a new process is all this task does.
+                await asyncio.sleep(1.0)
+                continue
+            watched = proc
+            await wg.watch(self.s.wireguard_link)
+
+    async def _publish_key_loop(self) -> None:
+        assert self.client is not None
+        seen = -1
+        while True:
+            with contextlib.suppress(TimeoutError):
+                seen, _ = await asyncio.wait_for(self.view.wait_newer(seen), 30.0)
+            view = self.view.value
+            if not view.synced:
+                continue
+            try:
+                written = await publish_public_key(
+                    self.client, view, self.node_name, self.public_key
+                )
+            except Exception as e:  # API trouble: the next view or the timer retries
+                ERRORS.labels(subsystem="l3", kind="publish-key").inc()
+                log.warning("publishing the WireGuard public key failed: %s", e)
+                continue
+            if written:
+                log.info("published WireGuard public key in %s", ", ".join(written))
+
+
+def _summary(ops: Sequence[Op]) -> str:
+    kinds: dict[str, int] = {}
+    for op in ops:
+        kinds[type(op).__name__] = kinds.get(type(op).__name__, 0) + 1
+    return ", ".join(f"{k}={v}" for k, v in sorted(kinds.items()))
+
+
+__all__ = ["L3Agent", "publish_public_key"]
