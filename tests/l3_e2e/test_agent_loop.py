@@ -132,7 +132,7 @@ async def test_waits_for_a_synced_view_then_converges(tmp_path: Path) -> None:
         await _until(lambda: marks and marks[-1][0])
         assert agent.planned.role == Role.GATEWAY
         assert diff(agent.planned, kernel.mem.snapshot(), agent.s) == []
-        assert "wireguard.key" in {p.name for p in tmp_path.iterdir()}
+        assert agent.public_key == kernel.mem.public_key  # the persisted key was loaded
         state = agent.debug_state()
         assert state["role"] == "gateway" and state["gateway"] == "cloud"
         peers = cast(list[dict[str, Any]], state["peers"])
@@ -205,7 +205,7 @@ class FakeGatewayApi:
 async def test_publish_public_key_writes_every_tunnel_candidate_once(already: bool) -> None:
     view = _view()
     cfg = {"publicKey": "NEW"} if already else {"publicKey": "OLD", "x": "y"}
-    spec_eps = [
+    spec_eps: list[dict[str, Any]] = [
         {"nodeName": "edge-gw", "type": "tunnel", "port": 4500, "config": dict(cfg)},
         {"nodeName": "edge-gw", "type": "proxy", "port": 10262},
         {"nodeName": "edge-w", "type": "tunnel", "port": 4500},

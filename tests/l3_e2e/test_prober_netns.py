@@ -15,6 +15,13 @@ from ravend.l3.probe_io import Prober
 pytestmark = pytest.mark.netns
 
 
+async def _run(*argv: str) -> str:
+    proc = await asyncio.create_subprocess_exec(*argv, stdout=subprocess.PIPE)
+    out, _ = await proc.communicate()
+    assert proc.returncode == 0, argv
+    return out.decode()
+
+
 async def test_two_probers_measure_and_detect_a_cut(
     netns_pair: Callable[[], tuple[str, str]],
 ) -> None:
@@ -33,16 +40,14 @@ async def test_two_probers_measure_and_detect_a_cut(
         assert h.up and h.rtt_s is not None and 0 < h.rtt_s < 0.05
         assert h.target == "10.99.0.2" and h.sent - before.sent >= 5
         assert h.received - before.received >= h.sent - before.sent - 1  # one may be in flight
-        subprocess.run(["ip", "-n", b, "link", "set", "vb", "down"], check=True)
+        await _run("ip", "-n", b, "link", "set", "vb", "down")
         await asyncio.sleep(1.2)
         h = pa.health.value["gw-b"]
         assert not h.up and h.loss > 0.5
         # no targets: the socket is closed (a member has no open port)
         pb.targets.publish(("", ()))
         await asyncio.sleep(0.1)
-        out = subprocess.run(
-            ["ip", "netns", "exec", b, "ss", "-uln"], capture_output=True, text=True, check=True
-        ).stdout
+        out = await _run("ip", "netns", "exec", b, "ss", "-uln")
         assert ":10267" not in out
     finally:
         for t in tasks:
