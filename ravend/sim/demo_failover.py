@@ -1,0 +1,119 @@
+"""The demo's live gateway failover: cut the active tunnel gateway, time the outage (I/O).
+
+A second tunnel candidate is added to the Gateway first (the manual's topology has one per
+region), then a prober in the pod of that candidate pings a pod in another region every 50 ms
+(`ping -D -O -i 0.05`), the active gateway's uplinks are cut (links and tunnel state stay: it
+looks dead to everyone), and the time from the cut to the first reply to a probe sent after it
+is the recovery time. The links are restored afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+from ravend.kube.client import KubeClient
+from ravend.model import ClusterView, EndpointType
+from ravend.sim import demo_report as rep
+from ravend.sim.cluster import SimCluster
+from ravend.sim.demo_checks import add_tunnel_candidate, ping, wait_view
+from ravend.sim.demo_report import CheckRecord, parse_ping, recovery_seconds
+
+PROBE_INTERVAL_S = 0.05
+RECOVERY_LIMIT_S = 30.0
+"""Give up after this long without traffic (Raven's NodeReady-based failover needs 45-60 s)."""
+
+
+def pick_pair(sim: SimCluster, view: ClusterView, gateway: str) -> tuple[str, str, str] | None:
+    """(active tunnel node, standby node, probe destination pod IP) for `gateway`."""
+    gw = view.gateways.get(gateway)
+    if gw is None or not gw.active(EndpointType.TUNNEL):
+        return None
+    active = gw.active(EndpointType.TUNNEL)[0].node_name
+    region = sim.topology.node(active).region
+    standby = next((n.name for n in sim.topology.nodes_in(region) if n.name != active), None)
+    far = next((n for n in sim.topology.nodes if n.region != region), None)
+    if standby is None or far is None:
+        return None
+    return active, standby, far.pod_ip
+
+
+async def check_failover(
+    sim: SimCluster, client: KubeClient, view: ClusterView, gateway: str
+) -> list[CheckRecord]:
+    chosen = pick_pair(sim, view, gateway)
+    if chosen is None:
+        return [CheckRecord(rep.FAILOVER, gateway, False, "no active tunnel gateway to cut")]
+    active, standby, dst = chosen
+    await add_tunnel_candidate(client, gateway, standby)
+    await asyncio.sleep(1.0)  # let every agent see the new candidate (warm standby)
+    src_ns = sim.pod_netns(standby)
+    if await ping(sim, src_ns, dst, tries=10) is None:
+        return [CheckRecord(rep.FAILOVER, gateway, False, f"{dst} unreachable before the cut")]
+    argv = [
+        "ip",
+        "netns",
+        "exec",
+        src_ns,
+        "ping",
+        "-D",
+        "-O",
+        "-n",
+        "-i",
+        str(PROBE_INTERVAL_S),
+        "-W",
+        "1",
+        dst,
+    ]
+    prober = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
+    )
+    lines: list[str] = []
+    reader = asyncio.ensure_future(_collect(prober, lines))
+    try:
+        await asyncio.sleep(1.0)
+        cut_at = time.time()
+        await sim.cut_links(active)
+        recovered = await _wait_recovery(lines, cut_at)
+    finally:
+        prober.terminate()
+        with contextlib.suppress(ProcessLookupError):
+            await prober.wait()
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
+        await sim.restore_links(active)
+    after = await wait_view(client, lambda v: _moved(v, gateway, active), 5.0)
+    new = (
+        ",".join(e.node_name for e in after.gateways[gateway].active(EndpointType.TUNNEL))
+        if after
+        else "-"
+    )
+    detail = (
+        f"cut {active}; traffic from {standby}'s pod to {dst} flowed again after "
+        f"{recovered:.2f} s; active tunnel now {new}"
+        if recovered is not None
+        else f"cut {active}; no traffic within {RECOVERY_LIMIT_S:.0f} s"
+    )
+    return [CheckRecord(rep.FAILOVER, gateway, recovered is not None, detail, recovered, "s")]
+
+
+def _moved(view: ClusterView, gateway: str, old: str) -> bool:
+    gw = view.gateways.get(gateway)
+    return gw is not None and old not in [e.node_name for e in gw.active(EndpointType.TUNNEL)]
+
+
+async def _collect(proc: asyncio.subprocess.Process, lines: list[str]) -> None:
+    assert proc.stdout is not None
+    async for raw in proc.stdout:
+        lines.append(raw.decode(errors="replace"))
+
+
+async def _wait_recovery(lines: list[str], cut_at: float) -> float | None:
+    while time.time() - cut_at < RECOVERY_LIMIT_S:
+        await asyncio.sleep(PROBE_INTERVAL_S)
+        seconds = recovery_seconds(parse_ping(lines), cut_at)
+        if seconds is not None:
+            return seconds
+    return None
