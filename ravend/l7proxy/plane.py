@@ -198,13 +198,24 @@ async def run_l7_server(
 
         def front(tls: ssl.SSLContext | None, port: int) -> FrontEnd:
             return FrontEnd(
-                me=node, view=view, pods=lookup, upstreams=dialer, ssl_context=tls,
-                host=ports.host, port=port, settings=front_settings,
-            )  # fmt: skip
+                me=node,
+                view=view,
+                pods=lookup,
+                upstreams=dialer,
+                ssl_context=tls,
+                host=ports.host,
+                port=port,
+                settings=front_settings,
+            )
 
         async with tunnels, front(front_tls.listener, ports.https), front(None, ports.http):
-            log.info("L7 server of %s up (tunnel %d, https %d, http %d)", node, ports.tunnel,
-                     ports.https, ports.http)  # fmt: skip
+            log.info(
+                "L7 server of %s up (tunnel %d, https %d, http %d)",
+                node,
+                ports.tunnel,
+                ports.https,
+                ports.http,
+            )
             ready()
             await asyncio.Event().wait()
 

@@ -325,8 +325,9 @@ def serving_context(
     assert isinstance(key, ec.EllipticCurvePrivateKey)
     ca = ClusterCA(x509.load_pem_x509_certificate(ca_cert_pem), key)
     usages = ["digital signature", "key encipherment", "server auth"]
-    cert, cert_key = ca.issue(f"system:node:{node}", ["system:nodes"], usages=usages,
-                              sans=[node, *addresses])  # fmt: skip
+    cert, cert_key = ca.issue(
+        f"system:node:{node}", ["system:nodes"], usages=usages, sans=[node, *addresses]
+    )
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     load_chain(ctx, cert, cert_key)
@@ -336,10 +337,12 @@ def serving_context(
 
 
 async def _main(args: argparse.Namespace, tls: ssl.SSLContext) -> None:
-    async with FakeKubelet(args.node, args.listen, tls, port=args.port,
-                           read_only_port=args.read_only_port):  # fmt: skip
-        log.info("fake kubelet %s on %s:%d/%d", args.node, args.listen, args.port,
-                 args.read_only_port)  # fmt: skip
+    async with FakeKubelet(
+        args.node, args.listen, tls, port=args.port, read_only_port=args.read_only_port
+    ):
+        log.info(
+            "fake kubelet %s on %s:%d/%d", args.node, args.listen, args.port, args.read_only_port
+        )
         await asyncio.Event().wait()
 
 

@@ -210,9 +210,14 @@ async def rig(pki: Pki) -> AsyncIterator[Rig]:
 
     def front(tls: ssl.SSLContext | None) -> FrontEnd:
         return FrontEnd(
-            me="cloud-1", view=view, pods=lookup, upstreams=dialer, ssl_context=tls,
-            host="127.0.0.1", settings=FrontSettings(head_timeout=2.0, drain_timeout=1.0),
-        )  # fmt: skip
+            me="cloud-1",
+            view=view,
+            pods=lookup,
+            upstreams=dialer,
+            ssl_context=tls,
+            host="127.0.0.1",
+            settings=FrontSettings(head_timeout=2.0, drain_timeout=1.0),
+        )
 
     kubelets = {}
     for name, ip in REAL_IPS.items():
