@@ -86,6 +86,8 @@ async def check_tunnels(sim: SimCluster, view: ClusterView) -> list[CheckRecord]
             hs = ", ".join(f"{a:.0f} s" for a in ages) or "none"
             detail = f"{len(peers)} peers, last handshakes {hs}" if res.ok else "no device"
             records.append(CheckRecord(rep.TUNNELS, f"{name} handshakes", ok, detail))
+    if not records:
+        records.append(CheckRecord(rep.TUNNELS, "tunnels", False, "no active tunnel endpoint"))
     return records
 
 

@@ -19,6 +19,8 @@ L7 = "L7 through the proxy"
 FAILOVER = "Gateway failover"
 SECTIONS = (GATEWAYS, TUNNELS, PODS, MEMBERS, L7, FAILOVER)
 """Every section the summary shows, in order (shown even when it has no record)."""
+MAX_LISTED = 6
+"""Failed matrix pairs listed one by one; the rest are counted (the matrix shows them all)."""
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,10 @@ def render_summary(records: Sequence[CheckRecord], labels: dict[str, str] | None
         out.append(f"== {title} ({verdict})")
         if title in (PODS, MEMBERS) and mine:
             out += ["  " + line for line in matrix(mine, labels)]
-            out += [f"  FAIL {r.name.replace('>', ' -> ')}: {r.detail}" for r in mine if not r.ok]
+            bad = [r for r in mine if not r.ok]
+            out += [f"  FAIL {r.name.replace('>', ' -> ')}: {r.detail}" for r in bad[:MAX_LISTED]]
+            if len(bad) > MAX_LISTED:
+                out.append(f"  ... and {len(bad) - MAX_LISTED} more failed pairs")
         else:
             out += [f"  {'ok  ' if r.ok else 'FAIL'} {r.name}: {r.detail}" for r in mine]
         out.append("")
