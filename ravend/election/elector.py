@@ -80,7 +80,11 @@ class LeaderElector:
         self._wake.clear()
 
     def sent_times(self) -> Mapping[str, float]:
-        """renewTime stamp of each of our recent writes -> monotonic time it was sent."""
+        """Our recent writes -> monotonic time each was sent.
+
+        Keyed by the renewTime we stamped (known before sending, so an echo that overtakes the
+        response still counts) and by the resourceVersion the server returned.
+        """
         return MappingProxyType(self._sent)
 
     @property
@@ -142,12 +146,14 @@ class LeaderElector:
             self._held = None
             self._publish(False)
             return
+        # Also by resourceVersion, in case a server re-formats the MicroTime we sent.
+        self._remember(stored.meta.resource_version, sent)
         self._held = stored
         self._last_ok = sent
         self._publish(True)
 
-    def _remember(self, wall: str, sent: float) -> None:
-        self._sent[wall] = sent
+    def _remember(self, key: str, sent: float) -> None:
+        self._sent[key] = sent
         while len(self._sent) > _SENT_MEMORY:
             self._sent.popitem(last=False)
 

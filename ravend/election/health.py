@@ -101,14 +101,17 @@ class HealthTracker:
     ) -> None:
         """Take in the Leases of a new view.
 
-        `own_writes` maps the renewTime strings of our own controller-Lease writes to the
-        monotonic time each was *sent*; seeing one echoed back confirms the view up to then.
+        `own_writes` maps our own controller-Lease writes (by renewTime stamp or by
+        resourceVersion) to the monotonic time each was *sent*; seeing one echoed back confirms
+        the view up to then.
         """
         s = self._settings
         present: set[str] = set()
         for name, lease in leases.items():
             if name == s.controller_lease:
                 sent = own_writes.get(lease.renew_time)
+                if sent is None:
+                    sent = own_writes.get(lease.meta.resource_version)
                 if sent is not None:
                     self.confirm(sent)
                 continue

@@ -27,8 +27,9 @@ def hb(node_name: str, renew: str, duration: int = 2, holder: str | None = None)
     )
 
 
-def ctl(renew: str) -> Lease:
-    return Lease(ObjectMeta(S.controller_lease), "leader", 6, renew_time=renew)
+def ctl(renew: str, rv: str = "") -> Lease:
+    meta = ObjectMeta(S.controller_lease, resource_version=rv)
+    return Lease(meta, "leader", 6, renew_time=renew)
 
 
 def leases(*items: Lease) -> dict[str, Lease]:
@@ -81,6 +82,12 @@ def test_expiry_needs_a_fresh_view_watermark() -> None:
     view = t.evaluate(NODES)
     assert view.reason("a", 5.1) == REASON_HEARTBEAT_EXPIRED
     assert view.unconfirmed(5.1) == frozenset()
+
+
+def test_echo_matched_by_resource_version_when_time_is_reformatted() -> None:
+    t = HealthTracker(S)
+    t.observe(leases(ctl("2026-01-01T00:00:00.000001+00:00", rv="42")), 1.0, {"42": 0.5})
+    assert t.confirmed_until == 0.5
 
 
 def test_foreign_controller_writes_do_not_confirm() -> None:
