@@ -1,0 +1,1 @@
+"""Benchmarks: each module prints JSON lines and a table (separate from the tests)."""
