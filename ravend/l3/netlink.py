@@ -179,8 +179,9 @@ async def underlay_mtu(node_ip: str, netns: str | None = None, default: int = 15
                 break
         if index is None:
             return default
-        async for msg in await ipr.link("get", index=index):
-            return int(msg.get("mtu") or default)
+        async for msg in await ipr.link("dump"):
+            if msg["index"] == index:
+                return int(msg.get("mtu") or default)
     return default
 
 

@@ -46,7 +46,8 @@ def ruleset(
     """Build the table for a node whose cross-domain path has `path_mtu`.
 
     - `mark`: set this bit on packets to remote subnets (members steer them to raven0 with an
-      fwmark rule); None on the gateway, whose tunnel rule needs no mark.
+      fwmark rule) and clear it again in postrouting; None on the gateway, whose tunnel rule
+      needs no mark.
     - MSS is clamped on SYN and SYN-ACK in both directions: the node's own SYNs were sized
       from the main-table route before the mark rerouted them, and remote hosts that do not run
       ravend do not know our path MTU either (peers.md item 7).
@@ -68,6 +69,15 @@ def ruleset(
         ]
         pre = marking + pre
         out = marking
+        # The mark has done its job once the route is chosen. Cleared here, before the packet
+        # reaches raven0: the VXLAN driver routes the outer packet with the inner skb's mark,
+        # which would match the fwmark rule again and loop back into raven0 ("circular route").
+        clear = (~mark) & 0xFFFFFFFF
+        post = [
+            f"    ip daddr @remote4 meta mark set meta mark & {clear:#x}\n",
+            f"    ip6 daddr @remote6 meta mark set meta mark & {clear:#x}\n",
+            *post,
+        ]
     body += _chain("prerouting", "type filter hook prerouting priority mangle", pre)
     if out:
         # A `route` chain: the kernel re-routes locally generated packets whose mark changed.
