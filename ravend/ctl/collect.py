@@ -133,7 +133,7 @@ async def collect_node(target: Target, view: ClusterView, node: str) -> NodeFact
         node=node,
         role=role,
         remote_subnets=remote_subnets(view, node),
-        has_members=gw is not None and len(gw.status.nodes) > 1,
+        has_members=gw is not None and sum(n.gateway == gw.name for n in view.nodes.values()) > 1,
         wg_module=kernel.get("wgmod"),
         wg_go=kernel.get("wggo"),
         vxlan=kernel.get("vxlan") or any(x.kind == "vxlan" for x in link_facts or ()) or None,
