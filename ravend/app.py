@@ -17,7 +17,6 @@ exit timer in a thread, so even a wedged event loop ends before the kubelet's SI
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack
@@ -112,8 +111,9 @@ async def _adjust_roles(ctx: PlaneContext, runner: RoleRunner) -> None:
         finally:
             for fut in (wait_view, wait_leader):
                 fut.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await fut
+            # gather(return_exceptions) collects the helpers' CancelledError without swallowing
+            # a cancellation of this task itself (suppress() around `await fut` would).
+            await asyncio.gather(wait_view, wait_leader, return_exceptions=True)
         seen_view, seen_leader = ctx.view.version, ctx.leader.version
         wanted = wanted_roles(ctx.view.value, ctx.settings.node_name, ctx.leader.value)
         await runner.apply(wanted)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from ravend.model import ClusterView
 from ravend.observe.readiness import Readiness
 from ravend.observe.server import ObserveServer
-from ravend.roles import Role, RoleSpec
+from ravend.roles import Role, RoleSpec, readiness_key
 from ravend.runtime import Latest
 from ravend.settings import AgentSettings
 
@@ -35,9 +35,38 @@ class PlaneContext:
 
 def build_role_specs(ctx: PlaneContext) -> dict[Role, RoleSpec]:
     """Role -> how to run it on this node."""
-    return {}
+    return {Role.CONTROLLER: RoleSpec(lambda: run_controllers(ctx))}
 
 
 async def leader_loop(ctx: PlaneContext) -> None:
-    """Compete for controller leadership (publishes into ctx.leader)."""
-    await asyncio.Event().wait()
+    """Election loops that run on every node: the controller-Lease elector (eligible nodes
+    only), this node's gateway heartbeat, and gateway pickup (which acts only while leading)."""
+    from ravend.election.api import KubeElectionApi
+    from ravend.election.loops import Election
+
+    election = Election(
+        KubeElectionApi(ctx.client),
+        ctx.settings.node_name,
+        ctx.view,
+        ctx.settings.election,
+        leader=ctx.leader,
+    )
+    await election.run()
+
+
+async def run_controllers(ctx: PlaneContext) -> None:
+    """The leader-only controllers besides pickup: DNS/Services and CSR approval."""
+    from ravend.controllers.csr_approver import CsrApprover
+    from ravend.controllers.objects import ObjectsController
+
+    objects = ObjectsController(ctx.client, ctx.view)
+    approver = CsrApprover(ctx.client, ctx.view)
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(approver.run(), name="csr-approver")
+        # Ready once the first full pass over DNS and Services has been made.
+        snapshot = ctx.view.value
+        while not snapshot.synced:
+            _, snapshot = await ctx.view.wait_newer(ctx.view.version)
+        await objects.reconcile(snapshot)
+        ctx.readiness.mark(readiness_key(Role.CONTROLLER))
+        tg.create_task(objects.run(), name="objects-controller")

@@ -64,12 +64,14 @@ class Trigger:
         self._event.set()
 
     async def wait(self, timeout: float | None = None) -> bool:
-        """Wait for a trigger (True) or the timeout (False); clears the trigger either way."""
+        """Wait for a trigger (True) or the timeout (False); clears the trigger either way.
+
+        Uses `asyncio.timeout`, not `wait_for`: on Python 3.11 `wait_for` can swallow the
+        caller's own cancellation when it races with the wake-up, which hangs shutdown.
+        """
         try:
-            if timeout is None:
+            async with asyncio.timeout(timeout):
                 await self._event.wait()
-            else:
-                await asyncio.wait_for(self._event.wait(), timeout)
             return True
         except TimeoutError:
             return False

@@ -13,6 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ravend.election.settings import ElectionSettings
+
 DEFAULT_STATE_DIR = Path("/var/lib/raven")
 DEFAULT_OBSERVE_PORT = 10265
 DEFAULT_WEBHOOK_PORT = 10266
@@ -63,6 +65,8 @@ class AgentSettings:
     runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
     webhook_port: int = DEFAULT_WEBHOOK_PORT
     """TLS port of the conversion/validation webhooks (0 disables them)."""
+    election: ElectionSettings = field(default_factory=ElectionSettings)
+    """Leadership and gateway-heartbeat timings (see docs/failover.md)."""
 
 
 def agent_parser() -> argparse.ArgumentParser:

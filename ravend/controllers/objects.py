@@ -36,7 +36,8 @@ class ObjectsController:
         seen = -1
         while True:
             try:
-                seen, snapshot = await asyncio.wait_for(self._view.wait_newer(seen), RESYNC_SECONDS)
+                async with asyncio.timeout(RESYNC_SECONDS):
+                    seen, snapshot = await self._view.wait_newer(seen)
             except TimeoutError:
                 snapshot = self._view.value
             if snapshot.synced:

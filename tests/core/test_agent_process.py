@@ -99,3 +99,55 @@ async def test_unreachable_apiserver_backs_off_with_clear_logs(
         except TimeoutError:
             proc.kill()
             await proc.wait()
+
+
+async def test_agent_leads_and_elects_gateway_endpoints(
+    apiserver: SimApiServer, kubeconfig: Path, tmp_path: Path
+) -> None:
+    """The wired agent: it wins the controller Lease and writes the Gateway's status."""
+    from ravend.kube.client import connect
+    from ravend.kube.resources import CONFIGMAPS, GATEWAYS, NODES
+
+    admin = await connect(kubeconfig)
+    try:
+        await admin.create(NODES, {
+            "apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": "test-node", "labels": {"raven.openyurt.io/gateway": "gw-a"}},
+            "spec": {"podCIDR": "10.244.9.0/24", "podCIDRs": ["10.244.9.0/24"]},
+            "status": {"addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+                       "conditions": [{"type": "Ready", "status": "True"}]},
+        })  # fmt: skip
+        await admin.create(CONFIGMAPS, {
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "raven-cfg", "namespace": "kube-system"},
+            "data": {"enable-l3-tunnel": "false", "enable-l7-proxy": "false"},
+        })  # fmt: skip
+        await admin.create(GATEWAYS, {
+            "apiVersion": "raven.openyurt.io/v1beta1", "kind": "Gateway",
+            "metadata": {"name": "gw-a"},
+            "spec": {"tunnelConfig": {"Replicas": 1},
+                     "endpoints": [{"nodeName": "test-node", "type": "tunnel", "port": 4500}]},
+        })  # fmt: skip
+        await admin.replace(CONFIGMAPS, {
+            "apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "raven-cfg", "namespace": "kube-system"},
+            "data": {"enable-l3-tunnel": "true", "enable-l7-proxy": "false"},
+        })  # fmt: skip
+        port = _free_port()
+        proc = await _spawn(kubeconfig, tmp_path, port)
+        try:
+            active: list[dict[str, object]] = []
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and not active:
+                gw = await admin.get(GATEWAYS, "gw-a")
+                active = (gw.get("status") or {}).get("activeEndpoints") or []
+                await asyncio.sleep(0.2)
+            log = (tmp_path / "agent.log").read_text()
+            assert active, log
+            assert active[0]["nodeName"] == "test-node"
+            assert active[0]["config"] == {"enable-l3-tunnel": "true"}
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            assert await asyncio.wait_for(proc.wait(), 10) == 0
+    finally:
+        await admin.close()
