@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 Ready = Callable[[], None]
 CLUSTER_IP_REFRESH = 30.0
 """Seconds between re-reads of the internal Service's ClusterIP (a SAN of the serving cert)."""
+CLUSTER_IP_RETRY = 5.0
+"""Seconds between re-reads while the Service has no ClusterIP yet (or does not exist)."""
 
 
 @dataclass(frozen=True)
@@ -150,7 +152,9 @@ async def _keep_serving_sans(
     fetched = float("-inf")
     domain = serving.settings.cluster_domain
     async for snapshot in view.updates():
-        if time.monotonic() - fetched > CLUSTER_IP_REFRESH or not cluster_ips:
+        # Views change with every lease renewal: re-read the Service at a bounded rate.
+        interval = CLUSTER_IP_REFRESH if cluster_ips else CLUSTER_IP_RETRY
+        if time.monotonic() - fetched > interval:
             cluster_ips, fetched = await _cluster_ips(kube), time.monotonic()
         serving.set_wanted_sans(wanted_serving_sans(snapshot, me, cluster_ips, domain))
 

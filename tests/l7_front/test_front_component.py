@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import ssl
+from typing import Any
 
 import pytest
 
@@ -198,3 +199,22 @@ async def test_kubelet_down_gives_502(rig: Rig) -> None:
     await kubelet.__aexit__(None, None, None)
     resp = await rig.caller().get("cloud-2", "/healthz", port=rig.tls_port)
     assert resp.status == 502 and b"cannot reach node cloud-2" in resp.body
+
+
+async def test_connection_churn_through_the_tunnel(rig: Rig) -> None:
+    """Many short exchanges at once, on each loop: every one answered by the right node, and
+    every kubelet connection closed afterwards (nothing leaks on either side)."""
+    client = rig.caller()
+
+    async def one(i: int) -> str | None:
+        node = ("edge-2", "edge-3", "cloud-2")[i % 3]
+        return (await client.get(node, "/healthz")).node
+
+    results = await asyncio.gather(*(one(i) for i in range(150)))
+    assert results == [("edge-2", "edge-3", "cloud-2")[i % 3] for i in range(150)]
+    await wait_until(lambda: all(k.open_connections == 0 for k in rig.kubelets.values()))
+    await wait_until(lambda: all(s.stream_count == 0 for s in _sessions(rig)))
+
+
+def _sessions(rig: Rig) -> list[Any]:
+    return [s for n in ("edge-1", "edge-3") if (s := rig.tunnels.session(n)) is not None]
