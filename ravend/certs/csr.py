@@ -16,6 +16,11 @@ ravend needs three identities from the Kubernetes CSR API (raven-reference.md se
   kube-apiserver-client, CN=`ravend-proxy-client`, no O: the RBAC user bound to
   nodes/proxy,log,stats,metrics (what kubelets authorise via SubjectAccessReview).
 
+The webhook certificate (conversion + validation, served by every ravend on 10266) is a SERVING
+certificate whose SANs are exactly the webhook Service's names (`webhook_sans`): same signer,
+which the kube-apiserver already trusts, and no new kind for the manager to learn; the approver
+tells the two apart by those SANs (any node may hold it, the webhook being stateless).
+
 `expected_request` is the single description of each kind; the builder here and the approval
 policy (policy.py) both derive from it, so they cannot drift apart.
 """
@@ -51,6 +56,8 @@ PROXY_CLIENT_CN = "ravend-proxy-client"
 
 INTERNAL_SERVICE = "x-raven-proxy-internal-svc"
 INTERNAL_SERVICE_NAMESPACE = "kube-system"
+WEBHOOK_SERVICE = "ravend-webhook"
+WEBHOOK_SERVICE_NAMESPACE = "kube-system"
 
 
 class CertKind(StrEnum):
@@ -103,6 +110,21 @@ def internal_service_names(cluster_domain: str = "cluster.local") -> frozenset[s
     """Every DNS name of the internal Service a client may use to reach the proxy front end."""
     base = f"{INTERNAL_SERVICE}.{INTERNAL_SERVICE_NAMESPACE}"
     return frozenset({INTERNAL_SERVICE, base, f"{base}.svc", f"{base}.svc.{cluster_domain}"})
+
+
+def webhook_service_names(cluster_domain: str = "cluster.local") -> frozenset[str]:
+    """Every DNS name of the webhook Service (manifests/webhook-service.yaml).
+
+    kube-apiserver verifies a Service-referenced webhook against `<name>.<namespace>.svc`; the
+    other forms cover clients that dial the Service by a shorter or fully qualified name.
+    """
+    base = f"{WEBHOOK_SERVICE}.{WEBHOOK_SERVICE_NAMESPACE}"
+    return frozenset({WEBHOOK_SERVICE, base, f"{base}.svc", f"{base}.svc.{cluster_domain}"})
+
+
+def webhook_sans(cluster_domain: str = "cluster.local") -> Sans:
+    """SANs of the webhook serving certificate: the webhook Service's names and nothing else."""
+    return Sans.of(webhook_service_names(cluster_domain))
 
 
 def serving_sans(

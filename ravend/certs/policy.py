@@ -36,6 +36,8 @@ from ravend.certs.csr import (
     expected_request,
     internal_service_names,
     subject_name,
+    webhook_sans,
+    webhook_service_names,
 )
 
 NODE_NAME_EXTRA = "authentication.kubernetes.io/node-name"
@@ -193,6 +195,18 @@ def _check_usages(usages: Sequence[str], req: CsrRequirements) -> str | None:
     return None
 
 
+def _check_webhook_sans(req: CsrRequirements, view: PolicyView) -> str | None:
+    # A webhook certificate is granted to every node, so it must name the webhook Service and
+    # nothing else: mixed in, a node name or address would let any node impersonate that one.
+    want = webhook_sans(view.cluster_domain)
+    if req.sans != want:
+        return (
+            f"a webhook certificate must name exactly the webhook Service {sorted(want.dns)}; "
+            f"got DNS {sorted(req.sans.dns)}, IPs {sorted(str(ip) for ip in req.sans.ips)}"
+        )
+    return None
+
+
 def _check_sans(
     csr: x509.CertificateSigningRequest, req: CsrRequirements, view: PolicyView
 ) -> str | None:
@@ -207,6 +221,8 @@ def _check_sans(
             return "only DNS and IP SANs are allowed"
         if isinstance(g, x509.IPAddress) and not isinstance(g.value, IPAddress):
             return f"IP SAN {g.value} is a network, not an address"
+    if req.sans.dns & webhook_service_names(view.cluster_domain):
+        return _check_webhook_sans(req, view)
     allowed_dns = {req.node} | internal_service_names(view.cluster_domain)
     for dns in sorted(req.sans.dns - allowed_dns):
         if dns in view.node_addresses:

@@ -6,6 +6,8 @@ one of ravend's certificate kinds is denied. The identity rules live in `ravend.
 (a node can only ever speak for itself); on top of them this module adds the *role* rule: a
 node gets a certificate kind only if some Gateway lists it as a proxy endpoint candidate
 (candidates, not just the active one, so a standby holds its certificate before a failover).
+The webhook serving certificate (SANs = the webhook Service's names only) is the exception:
+every node serves the stateless webhooks, so every node may hold it.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from dataclasses import dataclass
 
 from cryptography import x509
 
-from ravend.certs.csr import CertKind, IPAddress
+from ravend.certs.csr import CertKind, IPAddress, cert_sans, webhook_sans
 from ravend.certs.policy import (
     PolicyView,
     Requester,
@@ -71,10 +73,13 @@ def decide(csr: CertificateSigningRequest, view: ClusterView, policy: PolicyView
     reason = check_request(csr.request_pem, requester, csr.signer_name, csr.usages, policy)
     if reason is not None:
         return Verdict(False, "RavendPolicyDenied", reason)
-    parsed = classify_request(x509.load_pem_x509_csr(csr.request_pem), csr.signer_name)
+    request = x509.load_pem_x509_csr(csr.request_pem)
+    parsed = classify_request(request, csr.signer_name)
     assert not isinstance(parsed, str)  # check_request accepted it, so it classifies
     kind, subject_node = parsed
     node = subject_node or _requester_node(requester, policy)
+    if kind is CertKind.SERVING and cert_sans(request) == webhook_sans(policy.cluster_domain):
+        return Verdict(True, "RavendAutoApproved", f"webhook certificate for node {node}")
     role_problem = _role_problem(kind, node, view)
     if role_problem:
         return Verdict(False, "RavendRoleDenied", role_problem)
