@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -24,6 +25,7 @@ import socket
 import ssl
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -53,7 +55,6 @@ from ravend.model import (
 )
 from ravend.runtime import Latest
 from ravend.sim.apiserver.pki import ClusterCA
-from ravend.sim.kubelet import FakeKubelet, serving_context
 from ravend.sim.kubelet_client import KubeletClient, fixed_resolver
 
 KUBELET_IP = "127.0.0.22"
@@ -130,20 +131,11 @@ async def ravend_paths(
         )
 
     front, plain_front = front_end(server_tls), front_end(None)
-    kubelet_tls = serving_context(ca.cert_pem, ca.key_pem, "edge-2", [KUBELET_IP])
-    kubelet = FakeKubelet(
-        "edge-2",
-        KUBELET_IP,
-        kubelet_tls,
-        port=port,
-        read_only_port=plain_port,
-        metrics_bytes=BULK_BYTES,
-    )
     relay = await asyncio.start_server(lambda r, w: _relay_conn(r, w, port), "127.0.0.1", 0)
     plain_relay = await asyncio.start_server(
         lambda r, w: _relay_conn(r, w, plain_port), "127.0.0.1", 0
     )
-    async with kubelet, tunnels, front, plain_front, asyncio.TaskGroup() as tg:
+    async with tunnels, front, plain_front, asyncio.TaskGroup() as tg:
         edge_tls = client_context(ca.cert_pem, edge_cert, edge_key)
         handler = EdgeHandler("edge-1", latest, lambda: kubelet_ctx)
         client = TunnelClient(
@@ -183,6 +175,47 @@ def _proc_cpu(pids: list[int]) -> float:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return total
+
+
+@contextlib.contextmanager
+def kubelet_process(ca: ClusterCA, port: int, plain_port: int) -> Any:
+    """The fake kubelet in its own process (as on a real node), so the proxy and the caller
+    do not share its CPU; yields its pid."""
+    with tempfile.TemporaryDirectory(prefix="bench-kubelet-") as tmp:
+        (Path(tmp) / "ca.crt").write_bytes(ca.cert_pem)
+        (Path(tmp) / "ca.key").write_bytes(ca.key_pem)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "ravend.sim.kubelet",
+                "--node",
+                "edge-2",
+                "--listen",
+                KUBELET_IP,
+                "--port",
+                str(port),
+                "--read-only-port",
+                str(plain_port),
+                "--ca",
+                f"{tmp}/ca.crt",
+                "--ca-key",
+                f"{tmp}/ca.key",
+                "--metrics-bytes",
+                str(BULK_BYTES),
+            ],
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                with contextlib.suppress(OSError), socket.create_connection((KUBELET_IP, port)):
+                    break
+                time.sleep(0.1)
+            yield proc.pid
+        finally:
+            proc.terminate()
+            proc.wait(5)
 
 
 @contextlib.contextmanager
@@ -338,16 +371,26 @@ def table(rows: list[dict[str, Any]]) -> str:
 async def run(quick: bool) -> list[dict[str, Any]]:
     ca = ClusterCA.create()
     rows: list[dict[str, Any]] = []
-    async with ravend_paths(ca, kubelet_port, plain_port) as paths:
-        with ssh_tunnel(kubelet_port, plain_port) as ssh:
-            if isinstance(ssh, str):
-                rows.append({"path": "ssh", "skipped": ssh})
-            else:
-                rport, rplain, pids = ssh
-                paths["ssh"], paths["ssh-plain"] = ("127.0.0.1", rport), ("127.0.0.1", rplain)
-            for name, address in sorted(paths.items(), key=lambda kv: kv[0].endswith("plain")):
-                cpu = (lambda: _proc_cpu(pids)) if name.startswith("ssh") else (lambda: 0.0)
-                rows += await measure(name, address, ca, quick, cpu)
+    with kubelet_process(ca, kubelet_port, plain_port) as kubelet_pid:
+        async with ravend_paths(ca, kubelet_port, plain_port) as paths:
+            rows += await measure_all(ca, paths, kubelet_pid, quick)
+    return rows
+
+
+async def measure_all(
+    ca: ClusterCA, paths: dict[str, tuple[str, int]], kubelet_pid: int, quick: bool
+) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    with ssh_tunnel(kubelet_port, plain_port) as ssh:
+        ssh_pids: list[int] = []
+        if isinstance(ssh, str):
+            rows.append({"path": "ssh", "skipped": ssh})
+        else:
+            rport, rplain, ssh_pids = ssh
+            paths["ssh"], paths["ssh-plain"] = ("127.0.0.1", rport), ("127.0.0.1", rplain)
+        for name, address in sorted(paths.items(), key=lambda kv: kv[0].endswith("plain")):
+            extra = [*ssh_pids, kubelet_pid] if name.startswith("ssh") else [kubelet_pid]
+            rows += await measure(name, address, ca, quick, functools.partial(_proc_cpu, extra))
     return rows
 
 

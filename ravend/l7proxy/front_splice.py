@@ -7,6 +7,8 @@ Half-close: end-of-stream on one side is passed on as end-of-stream where the ot
 carry it (plain TCP, tunnel streams). TLS over asyncio cannot half-close, so an EOF that cannot
 be passed on ends the whole exchange: a TLS caller that stops sending is gone (Go's TLS clients
 never half-close a kubelet connection), and a TLS kubelet that finished its response is done.
+A caller's EOF is passed upstream where possible, but the kubelet's EOF always ends the exchange
+at the front end (HTTP: the server's close ends a `Connection: close` exchange).
 """
 
 from __future__ import annotations
@@ -53,13 +55,21 @@ def set_nodelay(writer: asyncio.StreamWriter) -> None:
 
 
 class SocketPipe:
-    """An asyncio stream pair (plain TCP or TLS)."""
+    """An asyncio stream pair (plain TCP or TLS).
 
-    __slots__ = ("reader", "writer")
+    `half_close=False` makes an EOF towards this side end the whole exchange: the front end
+    uses it for callers, because when the kubelet has finished its `Connection: close` response
+    the exchange is over, whether or not the caller ever closes its side.
+    """
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    __slots__ = ("half_close", "reader", "writer")
+
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, half_close: bool = True
+    ) -> None:
         self.reader = reader
         self.writer = writer
+        self.half_close = half_close
 
     async def read(self) -> bytes:
         return await self.reader.read(READ_SIZE)
@@ -69,7 +79,7 @@ class SocketPipe:
         await self.writer.drain()
 
     def write_eof(self) -> bool:
-        if self.writer.is_closing() or not self.writer.can_write_eof():
+        if not self.half_close or self.writer.is_closing() or not self.writer.can_write_eof():
             return False
         self.writer.write_eof()
         return True

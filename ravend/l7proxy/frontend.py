@@ -117,6 +117,11 @@ class FrontEnd:
         port: int = self._server.sockets[0].getsockname()[1]
         return port
 
+    @property
+    def active(self) -> int:
+        """Exchanges in progress (connections being served)."""
+        return len(self._handlers)
+
     async def __aenter__(self) -> FrontEnd:
         self._server = await asyncio.start_server(
             self._on_connection,
@@ -155,7 +160,7 @@ class FrontEnd:
         assert task is not None
         self._handlers.add(task)
         set_nodelay(writer)
-        client = SocketPipe(reader, writer)
+        client = SocketPipe(reader, writer, half_close=False)
         try:
             outcome = await self._exchange(client)
         except Exception:

@@ -337,9 +337,15 @@ def serving_context(
 
 
 async def _main(args: argparse.Namespace, tls: ssl.SSLContext) -> None:
-    async with FakeKubelet(
-        args.node, args.listen, tls, port=args.port, read_only_port=args.read_only_port
-    ):
+    kubelet = FakeKubelet(
+        args.node,
+        args.listen,
+        tls,
+        port=args.port,
+        read_only_port=args.read_only_port,
+        metrics_bytes=args.metrics_bytes,
+    )
+    async with kubelet:
         log.info(
             "fake kubelet %s on %s:%d/%d", args.node, args.listen, args.port, args.read_only_port
         )
@@ -354,6 +360,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--read-only-port", type=int, default=10255, help="plain read-only port")
     p.add_argument("--ca", required=True, help="cluster CA certificate (PEM)")
     p.add_argument("--ca-key", required=True, help="cluster CA key (PEM), mints the serving cert")
+    p.add_argument("--metrics-bytes", type=int, default=2 << 20, help="size of /metrics")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO)
     ca, ca_key = Path(args.ca).read_bytes(), Path(args.ca_key).read_bytes()

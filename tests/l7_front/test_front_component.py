@@ -214,7 +214,24 @@ async def test_connection_churn_through_the_tunnel(rig: Rig) -> None:
     assert results == [("edge-2", "edge-3", "cloud-2")[i % 3] for i in range(150)]
     await wait_until(lambda: all(k.open_connections == 0 for k in rig.kubelets.values()))
     await wait_until(lambda: all(s.stream_count == 0 for s in _sessions(rig)))
+    await wait_until(lambda: rig.https.active == 0)
 
 
 def _sessions(rig: Rig) -> list[Any]:
     return [s for n in ("edge-1", "edge-3") if (s := rig.tunnels.session(n)) is not None]
+
+
+async def test_plain_caller_that_keeps_its_side_open_is_closed_after_the_response(
+    rig: Rig,
+) -> None:
+    """A keep-alive caller gets the response and then the server's close, not a hang."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", rig.http.port)
+    host = f"edge-2:{rig.plain_port}"
+    writer.write(
+        f"GET /healthz HTTP/1.1\r\nHost: {host}\r\nConnection: keep-alive\r\n\r\n".encode()
+    )
+    async with asyncio.timeout(3):
+        reply = await reader.read(-1)  # until EOF: the proxy must close
+    writer.close()
+    assert reply.startswith(b"HTTP/1.1 200 ") and reply.endswith(b"ok")
+    assert b"X-Sim-Node: edge-2" in reply
