@@ -68,8 +68,11 @@ class Upstreams(Protocol):
 class FrontSettings:
     """Limits and timeouts of one front end."""
 
+    handshake_timeout: float = 10.0
+    """Seconds allowed for the caller's TLS handshake."""
     head_timeout: float = 10.0
-    """Seconds a caller has to send its complete request head (slowloris guard)."""
+    """Seconds a caller has (after the handshake) to send its complete request head: a
+    slowloris guard, answered with 408."""
     pod_lookup_timeout: float = 5.0
     """Seconds allowed for the Pod GET of a pod subresource request."""
     drain_timeout: float = 5.0
@@ -128,7 +131,7 @@ class FrontEnd:
             self._host,
             self._port,
             ssl=self._ssl,
-            ssl_handshake_timeout=self.settings.head_timeout if self._ssl else None,
+            ssl_handshake_timeout=self.settings.handshake_timeout if self._ssl else None,
             limit=self.settings.limits.max_head_bytes + 4,
         )
         log.info("L7 %s front end listening on port %d", self.name, self.port)

@@ -213,6 +213,10 @@ async def rig(pki: Pki) -> AsyncIterator[Rig]:
     kubelet_ctx = _kubelet_client_ctx(pki)
 
     async def lookup(namespace: str, name: str) -> str | None:
+        if name == "api-down":
+            raise ConnectionError("API server unavailable")
+        if name == "api-hangs":
+            await asyncio.Event().wait()
         return pods.get((namespace, name))
 
     tunnels = TunnelServer(
@@ -228,7 +232,7 @@ async def rig(pki: Pki) -> AsyncIterator[Rig]:
             upstreams=dialer,
             ssl_context=tls,
             host="127.0.0.1",
-            settings=FrontSettings(head_timeout=2.0, drain_timeout=1.0),
+            settings=FrontSettings(head_timeout=1.0, drain_timeout=1.0, pod_lookup_timeout=1.0),
         )
 
     kubelets = {}

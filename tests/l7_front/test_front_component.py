@@ -135,6 +135,8 @@ async def test_node_identities_may_not_use_the_proxy(rig: Rig) -> None:
         ("nosuch:{tls}", "/healthz", 404, b"node nosuch not found"),
         ("edge-1:{tls}", "/exec/default/ghost/app", 404, b"pod default/ghost"),
         ("edge-1:{tls}", "/healthz?nodeName=10.0.0.1", 403, b"not an IP"),
+        ("edge-1:{tls}", "/exec/default/api-down/app", 503, b"API server unavailable"),
+        ("edge-1:{tls}", "/exec/default/api-hangs/app", 504, b"timed out"),
     ],
 )
 async def test_refusals_have_a_clear_status(
@@ -156,6 +158,15 @@ async def test_malformed_head_gets_400(rig: Rig) -> None:
     reply = await reader.read()
     writer.close()
     assert reply.startswith(b"HTTP/1.1 400 ")
+
+
+async def test_slow_head_gets_408(rig: Rig) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", rig.http.port)
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: ed")  # and then nothing (slowloris)
+    async with asyncio.timeout(3):
+        reply = await reader.read(-1)
+    writer.close()
+    assert reply.startswith(b"HTTP/1.1 408 ")
 
 
 async def test_pool_without_a_tunnel_gets_503_and_recovers_after_redial(rig: Rig) -> None:
