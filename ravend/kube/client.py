@@ -59,6 +59,22 @@ class KubeClient:
     async def close(self) -> None:
         await self._api.close()
 
+    def ca_pem(self) -> bytes | None:
+        """The CA bundle this client trusts for the API server, PEM; None when none is set.
+
+        It is the cluster CA: the kubeconfig's certificate-authority(-data) or the in-cluster
+        service account's ca.crt (kubernetes_asyncio keeps either as a file; reading it is a
+        small local read, done rarely).
+        """
+        path = self._api.configuration.ssl_ca_cert
+        if not path:
+            return None
+        try:
+            return Path(path).read_bytes()
+        except OSError as exc:
+            log.warning("cannot read the API server CA bundle %s: %s", path, exc)
+            return None
+
     # ---- plain requests -----------------------------------------------------------------------
 
     async def get(self, res: Resource, name: str, namespace: str | None = None) -> JSON:

@@ -53,3 +53,13 @@ CSRS = Resource(
 )
 GATEWAYS = Resource("raven.openyurt.io", "v1beta1", "gateways", False, "Gateway")
 GATEWAYS_V1ALPHA1 = Resource("raven.openyurt.io", "v1alpha1", "gateways", False, "Gateway")
+CRDS = Resource(
+    "apiextensions.k8s.io", "v1", "customresourcedefinitions", False, "CustomResourceDefinition"
+)
+VALIDATING_WEBHOOKS = Resource(
+    "admissionregistration.k8s.io",
+    "v1",
+    "validatingwebhookconfigurations",
+    False,
+    "ValidatingWebhookConfiguration",
+)

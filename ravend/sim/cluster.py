@@ -23,6 +23,7 @@ from typing import Any
 
 from ravend.sim import netns
 from ravend.sim.cluster_api import AdminClient, ApiServerSpec, KubeconfigOut
+from ravend.sim.cluster_webhooks import reachable_addresses
 from ravend.sim.netns_plan import NetPlan, plan_network
 from ravend.sim.netns_state import ProcRecord, RunState, is_running, spawn, stop_processes
 from ravend.sim.topology import Topology
@@ -51,6 +52,10 @@ class ClusterOptions:
     """Interpreter for child processes (the venv's, so `ravend` is importable)."""
     ready_timeout: float = 20.0
     """Seconds to wait for the API server to listen and write its kubeconfigs."""
+    webhooks: bool = True
+    """With agents: once an agent on a WAN-reachable node serves the webhooks (10266), the API
+    server calls them for Gateway conversion and validation, as kube-apiserver does (see
+    ravend.sim.cluster_webhooks). Off: built-in conversion, no validating webhook."""
 
 
 def agent_proc(node: str) -> str:
@@ -152,12 +157,34 @@ class SimCluster:
                 KubeconfigOut(str(self.kubeconfig(n)), tok, self.api_wan_url)
                 for n, tok in self._tokens.items()
             ],
+            webhook_addresses=list(self._webhook_addresses()),
+            webhooks_ready_file=str(self.webhooks_ready_file),
         )
+        self.webhooks_ready_file.unlink(missing_ok=True)
         spec_path = self.run_dir / "apiserver.json"
         spec.write(spec_path)
         argv = [self.options.python, "-m", "ravend.sim.cluster_api", str(spec_path)]
         rec = self._spawn(API_PROC, self.plan.api_ns, argv)
         await self._wait_ready(rec, ready)
+
+    @property
+    def webhooks_ready_file(self) -> Path:
+        return self.run_dir / "webhooks.ready"
+
+    def _webhook_addresses(self) -> tuple[str, ...]:
+        if not (self.options.webhooks and self.options.agents):
+            return ()
+        return reachable_addresses([n.wan_ip for n in self.topology.nodes])
+
+    async def wait_webhooks(self, timeout: float = 60.0) -> str:
+        """Wait until the API server calls an agent's webhooks; returns that agent's address."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not _exists(self.webhooks_ready_file):
+            if loop.time() > deadline:
+                raise TimeoutError(f"no agent webhook registered within {timeout:.0f} s")
+            await asyncio.sleep(0.1)
+        return self.webhooks_ready_file.read_text().strip()
 
     async def _wait_ready(self, rec: ProcRecord, ready: Path) -> None:
         loop = asyncio.get_running_loop()

@@ -50,6 +50,11 @@ class ApiServerSpec:
     """Where the server keeps its CA, so a restarted server keeps the nodes' trust."""
     identities: list[TokenIdentity] = field(default_factory=list)
     kubeconfigs: list[KubeconfigOut] = field(default_factory=list)
+    webhook_addresses: list[str] = field(default_factory=list)
+    """Agents whose webhooks (port 10266) the server calls once one answers; empty: built-in
+    conversion and no validating webhook."""
+    webhooks_ready_file: str = ""
+    """Written (with the chosen address) once the webhooks are registered."""
 
     def write(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2))
@@ -79,10 +84,27 @@ async def serve_main(argv: list[str]) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with server:
+    async with server, asyncio.TaskGroup() as tg:
         _write_kubeconfigs(server, spec)
+        hooks = tg.create_task(_follow_webhooks(server, spec), name="sim-webhooks")
         await stop.wait()
+        hooks.cancel()
     return 0
+
+
+async def _follow_webhooks(server: SimApiServer, spec: ApiServerSpec) -> None:
+    from ravend.sim.cluster_webhooks import WebhookTargets, follow_webhooks, touch_when_registered
+
+    if not spec.webhook_addresses:
+        return
+    done = (
+        touch_when_registered(Path(spec.webhooks_ready_file)) if spec.webhooks_ready_file else None
+    )
+    targets = WebhookTargets(tuple(spec.webhook_addresses))
+    if done is None:
+        await follow_webhooks(server, targets)
+    else:
+        await follow_webhooks(server, targets, on_registered=done)
 
 
 def _write_kubeconfigs(server: SimApiServer, spec: ApiServerSpec) -> None:

@@ -26,11 +26,29 @@ Converter = Callable[[Mapping[str, Any]], JsonObj]
 
 MANIFESTS = Path(ravend.__file__).resolve().parents[1] / "manifests"
 GATEWAY_CRD = MANIFESTS / "gateway-crd.yaml"
+VALIDATING_WEBHOOK = MANIFESTS / "validating-webhook.yaml"
 
 _CONVERTERS: dict[str, Converter] = {
     "raven.openyurt.io/v1beta1": conversion.to_v1beta1,
     "raven.openyurt.io/v1alpha1": conversion.to_v1alpha1,
 }
+
+
+def installed_objects() -> list[JsonObj]:
+    """The Gateway CRD and the ValidatingWebhookConfiguration, as `kubectl apply` stores them.
+
+    A cluster running ravend has both; the sim keeps them as plain objects (their webhook
+    settings are not acted on) so that ravend's caBundle keeper finds what it would in a real
+    cluster.
+    """
+    out: list[JsonObj] = []
+    for path, kind in (
+        (GATEWAY_CRD, "CustomResourceDefinition"),
+        (VALIDATING_WEBHOOK, "ValidatingWebhookConfiguration"),
+    ):
+        docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+        out.extend(d for d in docs if d.get("kind") == kind)
+    return out
 
 
 class CustomResource:

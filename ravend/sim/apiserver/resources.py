@@ -147,6 +147,24 @@ RESOURCES: tuple[ResourceType, ...] = (
         custom=True,
         short_names=("gw",),
     ),
+    # Stored as plain objects only (no semantics): ravend keeps their caBundle fields. The sim's
+    # webhooks are configured with SimApiServer.set_*_webhook, not from these objects.
+    ResourceType(
+        "customresourcedefinitions",
+        "CustomResourceDefinition",
+        "apiextensions.k8s.io",
+        ("v1",),
+        False,
+        status_subresource=True,
+        short_names=("crd", "crds"),
+    ),
+    ResourceType(
+        "validatingwebhookconfigurations",
+        "ValidatingWebhookConfiguration",
+        "admissionregistration.k8s.io",
+        ("v1",),
+        False,
+    ),
 )
 
 BY_PLURAL: dict[tuple[str, str], ResourceType] = {(r.group, r.plural): r for r in RESOURCES}

@@ -24,7 +24,7 @@ from aiohttp import web
 
 from ravend.sim.apiserver import resources as res
 from ravend.sim.apiserver.auth import Authenticator
-from ravend.sim.apiserver.crd import CustomResource
+from ravend.sim.apiserver.crd import CustomResource, installed_objects
 from ravend.sim.apiserver.http import Api, FaultState
 from ravend.sim.apiserver.pki import ClusterCA
 from ravend.sim.apiserver.signer import CsrSigner
@@ -99,6 +99,8 @@ class SimApiServer:
         self.ca_key_pem = self._ca.key_pem
         gateways = res.lookup("gateways")
         self.store = Store(crds={"gateways": CustomResource.load(gateways)})
+        for installed in installed_objects():
+            self.store.create(installed)
         self._auth = Authenticator()
         self._state = FaultState()
         self.faults = Faults(self, self._state)
@@ -178,13 +180,23 @@ class SimApiServer:
         path.chmod(0o600)
         return path
 
-    def set_conversion_webhook(self, url: str | None, ca_pem: bytes = b"") -> None:
-        """Route non-storage-version Gateway reads/writes through this webhook (None: built-in)."""
-        self.api.versions.webhook = Webhook(url, ca_pem) if url else None
+    def set_conversion_webhook(
+        self, url: str | None, ca_pem: bytes = b"", server_name: str | None = None
+    ) -> None:
+        """Route non-storage-version Gateway reads/writes through this webhook (None: built-in).
 
-    def set_validating_webhook(self, url: str | None, ca_pem: bytes = b"") -> None:
+        `server_name`: the TLS name to verify instead of the URL's host (see Webhook)."""
+        self.api.versions.webhook = Webhook(url, ca_pem, server_name) if url else None
+
+    def set_validating_webhook(
+        self,
+        url: str | None,
+        ca_pem: bytes = b"",
+        server_name: str | None = None,
+        timeout: float = 10.0,
+    ) -> None:
         """Ask this webhook (AdmissionReview v1) before Gateway create/update (None: off)."""
-        self.api.validating = Webhook(url, ca_pem) if url else None
+        self.api.validating = Webhook(url, ca_pem, server_name, timeout) if url else None
 
     # ---- lifecycle -----------------------------------------------------------------------------
 

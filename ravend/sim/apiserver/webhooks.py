@@ -30,6 +30,12 @@ VALIDATING_NAME = "gateway.raven.openyurt.io"
 class Webhook:
     url: str
     ca_pem: bytes
+    server_name: str | None = None
+    """TLS name to verify instead of the URL's host. kube-apiserver verifies a Service-referenced
+    webhook as `<service>.<namespace>.svc` while dialling an endpoint address; this lets the
+    sim dial an address yet check the name a real cluster checks."""
+    timeout: float = TIMEOUT.total or 10.0
+    """Seconds for the whole call (the registration's timeoutSeconds; kube's default is 10)."""
 
     def ssl_context(self) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cadata=self.ca_pem.decode())
@@ -38,9 +44,10 @@ class Webhook:
 
 async def _post(hook: Webhook, body: JsonObj) -> JsonObj:
     connector = aiohttp.TCPConnector(ssl=hook.ssl_context())
+    timeout = aiohttp.ClientTimeout(total=hook.timeout)
     async with (
-        aiohttp.ClientSession(connector=connector, timeout=TIMEOUT) as session,
-        session.post(hook.url, json=body) as resp,
+        aiohttp.ClientSession(connector=connector, timeout=timeout) as session,
+        session.post(hook.url, json=body, server_hostname=hook.server_name) as resp,
     ):
         if resp.status != 200:
             raise aiohttp.ClientResponseError(
