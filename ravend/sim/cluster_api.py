@@ -93,18 +93,17 @@ async def serve_main(argv: list[str]) -> int:
 
 
 async def _follow_webhooks(server: SimApiServer, spec: ApiServerSpec) -> None:
+    """Call the agents' webhooks once one answers (a no-op without webhook addresses)."""
     from ravend.sim.cluster_webhooks import WebhookTargets, follow_webhooks, touch_when_registered
 
     if not spec.webhook_addresses:
         return
-    done = (
-        touch_when_registered(Path(spec.webhooks_ready_file)) if spec.webhooks_ready_file else None
+    ready = Path(spec.webhooks_ready_file) if spec.webhooks_ready_file else None
+    await follow_webhooks(
+        server,
+        WebhookTargets(tuple(spec.webhook_addresses)),
+        on_registered=touch_when_registered(ready) if ready else lambda _address: None,
     )
-    targets = WebhookTargets(tuple(spec.webhook_addresses))
-    if done is None:
-        await follow_webhooks(server, targets)
-    else:
-        await follow_webhooks(server, targets, on_registered=done)
 
 
 def _write_kubeconfigs(server: SimApiServer, spec: ApiServerSpec) -> None:
