@@ -53,7 +53,7 @@ class Connection:
         """The last stream id the peer said it processed, once it sent GOAWAY."""
         self.goaway_sent = False
         self.closed = False
-        self._out: list[bytes] = [F.encode_hello(self.local_settings)]
+        self._out: list[bytes | memoryview] = [F.encode_hello(self.local_settings)]
         self._buf = bytearray()
         self._streams: dict[int, StreamRecord] = {}
         self._next_id = 1 if role is Role.CLIENT else 2
@@ -136,8 +136,12 @@ class Connection:
             self._out += (F.encode_header(taken, FrameType.DATA, 0, stream_id), data)
             return taken
         view = memoryview(data)
+        # Slices of immutable bytes can be queued as views (one copy less, in the final join);
+        # a mutable buffer must be copied now, since the caller may reuse it.
+        immutable = isinstance(data, bytes) or (view.readonly and isinstance(view.obj, bytes))
         for start in range(0, taken, size):
-            chunk = bytes(view[start : min(start + size, taken)])
+            piece = view[start : min(start + size, taken)]
+            chunk = piece if immutable else bytes(piece)
             self._out += (F.encode_header(len(chunk), FrameType.DATA, 0, stream_id), chunk)
         return taken
 

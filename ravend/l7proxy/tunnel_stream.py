@@ -8,6 +8,7 @@ of memory and never slows its neighbours. Errors are per stream: a reset raises 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -39,6 +40,7 @@ class Stream:
 
     __slots__ = (
         "_buf",
+        "_buffered",
         "_discard",
         "_eof",
         "_error",
@@ -54,7 +56,9 @@ class Stream:
         self.id = stream_id
         self.target = target
         self._session = session
-        self._buf = bytearray()
+        # Received chunks kept as they came: a read of a whole chunk hands it over uncopied.
+        self._buf: deque[bytes] = deque()
+        self._buffered = 0
         self._eof = False
         self._sent_fin = False
         self._discard = False
@@ -85,8 +89,11 @@ class Stream:
                 self._read_waiter = None
         if self._error is not None:
             raise self._error  # a reset discards unread data, as TCP does
-        chunk = bytes(self._buf[:max_bytes])
-        del self._buf[:max_bytes]
+        chunk = self._buf.popleft()
+        if len(chunk) > max_bytes:
+            chunk, rest = chunk[:max_bytes], chunk[max_bytes:]
+            self._buf.appendleft(rest)
+        self._buffered -= len(chunk)
         self._session._consumed(self.id, len(chunk))
         return chunk
 
@@ -128,7 +135,8 @@ class Stream:
             self.write_eof()
         if not self._eof:
             self._discard = True
-            unread, self._buf = len(self._buf), bytearray()
+            unread, self._buffered = self._buffered, 0
+            self._buf.clear()
             self._session._consumed(self.id, unread)
 
     async def __aenter__(self) -> Stream:
@@ -151,7 +159,8 @@ class Stream:
         """Buffer data; False if the stream is discarding (the caller acknowledges it)."""
         if self._discard or self._error is not None:
             return False
-        self._buf += data
+        self._buf.append(data)
+        self._buffered += len(data)
         _wake(self._read_waiter)
         return True
 
@@ -165,7 +174,8 @@ class Stream:
     def _fail(self, error: TunnelError) -> None:
         if self._error is None:
             self._error = error
-            self._buf = bytearray()
+            self._buf.clear()
+            self._buffered = 0
         _wake(self._read_waiter)
         _wake(self._write_waiter)
 
