@@ -26,7 +26,7 @@ from ravend.model import ClusterView
 from ravend.observe.metrics import ERRORS
 from ravend.observe.readiness import Readiness
 from ravend.observe.server import ObserveServer
-from ravend.planes import PlaneContext, build_role_specs, leader_loop
+from ravend.planes import PlaneContext, build_role_specs, leader_loop, webhook_loop
 from ravend.roles import RoleRunner, wanted_roles
 from ravend.runtime import Latest
 from ravend.settings import AgentSettings
@@ -66,6 +66,7 @@ async def run(settings: AgentSettings, stop: asyncio.Event) -> None:
                 tg.create_task(_watched("informers", informers.run), name="informers")
                 tg.create_task(_watched("readiness", lambda: _track_sync(view, readiness)))
                 tg.create_task(_watched("leader", lambda: leader_loop(ctx)), name="leader")
+                tg.create_task(_watched("webhook", lambda: webhook_loop(ctx)), name="webhook")
                 tg.create_task(
                     _watched("roles", lambda: _adjust_roles(ctx, runner)), name="role-adjuster"
                 )

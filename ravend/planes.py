@@ -10,6 +10,9 @@ import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ravend.certs.csr import CertKind
+from ravend.certs.manager import CertManager, CertSpec
+from ravend.certs.settings import CertSettings
 from ravend.model import ClusterView
 from ravend.observe.readiness import Readiness
 from ravend.observe.server import ObserveServer
@@ -35,7 +38,55 @@ class PlaneContext:
 
 def build_role_specs(ctx: PlaneContext) -> dict[Role, RoleSpec]:
     """Role -> how to run it on this node."""
-    return {Role.CONTROLLER: RoleSpec(lambda: run_controllers(ctx))}
+    return {
+        Role.CONTROLLER: RoleSpec(lambda: run_controllers(ctx)),
+        Role.L7_SERVER: RoleSpec(lambda: run_l7_server_role(ctx)),
+        Role.L7_CLIENT: RoleSpec(lambda: run_l7_client_role(ctx)),
+    }
+
+
+def _cert_manager(ctx: PlaneContext, kind: CertKind) -> CertManager:
+    """A manager for one of this node's certificates; the on-disk store survives restarts."""
+    from ravend.certs.kube_csr import KubeCsrApi
+
+    spec = CertSpec(f"{kind.value}", kind, ctx.settings.node_name)
+    return CertManager(CertSettings(state_dir=ctx.settings.state_dir), spec, KubeCsrApi(ctx.client))
+
+
+def _cluster_ca(ctx: PlaneContext) -> bytes:
+    ca = ctx.client.ca_pem()
+    if ca is None:
+        raise RuntimeError("no cluster CA bundle: L7 needs it to authenticate peers (mTLS)")
+    return ca
+
+
+async def run_l7_server_role(ctx: PlaneContext) -> None:
+    """Cloud proxy: tunnel server on 10262, front ends on 10263/10264."""
+    from ravend.l7proxy.plane import run_l7_server
+
+    await run_l7_server(
+        ctx.settings.node_name,
+        ctx.view,
+        ctx.client,
+        serving=_cert_manager(ctx, CertKind.SERVING),
+        proxy_client=_cert_manager(ctx, CertKind.PROXY_CLIENT),
+        client_ca_pem=_cluster_ca(ctx),
+        ready=lambda: ctx.readiness.mark(readiness_key(Role.L7_SERVER)),
+    )
+
+
+async def run_l7_client_role(ctx: PlaneContext) -> None:
+    """Edge proxy: dial every cloud tunnel server, serve streams to this pool's kubelets."""
+    from ravend.l7proxy.plane import run_l7_client
+
+    await run_l7_client(
+        ctx.settings.node_name,
+        ctx.view,
+        tunnel_client=_cert_manager(ctx, CertKind.TUNNEL_CLIENT),
+        proxy_client=_cert_manager(ctx, CertKind.PROXY_CLIENT),
+        server_ca_pem=_cluster_ca(ctx),
+        ready=lambda: ctx.readiness.mark(readiness_key(Role.L7_CLIENT)),
+    )
 
 
 async def leader_loop(ctx: PlaneContext) -> None:
@@ -54,15 +105,34 @@ async def leader_loop(ctx: PlaneContext) -> None:
     await election.run()
 
 
+async def webhook_loop(ctx: PlaneContext) -> None:
+    """Every ravend serves the stateless conversion/validation webhooks (port 0: disabled)."""
+    from ravend.controllers.webhook_serving import run_webhook
+
+    if ctx.settings.webhook_port == 0:
+        await asyncio.Event().wait()  # disabled: a loop must still never return
+    await run_webhook(
+        ctx.client,
+        ctx.settings.node_name,
+        CertSettings(state_dir=ctx.settings.state_dir),
+        ctx.settings.webhook_port,
+        lambda: None,  # serving the webhook is not part of readiness: it needs a leader first
+    )
+
+
 async def run_controllers(ctx: PlaneContext) -> None:
     """The leader-only controllers besides pickup: DNS/Services and CSR approval."""
+    from ravend.controllers.cabundle import keep_ca_bundles
     from ravend.controllers.csr_approver import CsrApprover
     from ravend.controllers.objects import ObjectsController
 
     objects = ObjectsController(ctx.client, ctx.view)
     approver = CsrApprover(ctx.client, ctx.view)
+    ca = ctx.client.ca_pem()
     async with asyncio.TaskGroup() as tg:
         tg.create_task(approver.run(), name="csr-approver")
+        if ca is not None:
+            tg.create_task(keep_ca_bundles(ctx.client, ca), name="ca-bundles")
         # Ready once the first full pass over DNS and Services has been made.
         snapshot = ctx.view.value
         while not snapshot.synced:

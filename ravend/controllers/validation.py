@@ -78,7 +78,9 @@ def _check_replicas(spec: Mapping[str, Any], endpoints: list[Any]) -> list[str]:
             proxies = sum(
                 1 for e in endpoints if isinstance(e, Mapping) and e.get("type") == "proxy"
             )
-            if replicas > proxies:
+            # Raven checks only Replicas > 1: a converted v1alpha1 object has Replicas 1 and no
+            # proxy endpoint, and must stay writable.
+            if replicas > 1 and replicas > proxies:
                 errors.append(
                     f"spec.proxyConfig.Replicas: {replicas} exceeds the {proxies} proxy endpoints"
                 )

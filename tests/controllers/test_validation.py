@@ -50,6 +50,7 @@ def test_manual_example_is_valid() -> None:
         ),
         ({"proxyConfig": {"Replicas": 2}, "endpoints": [ep("a", "proxy")]}, "exceeds the 1 proxy"),
         ({"endpoints": [ep("a"), ep("a")]}, "duplicate endpoint"),
+        ({"proxyConfig": {"Replicas": 3}, "endpoints": []}, "exceeds the 0 proxy"),
         ({"endpoints": [ep("a", port=70000)]}, "is not a port"),
         ({"endpoints": [ep("a", "bogus")]}, "unsupported value 'bogus'"),
         ({"tunnelConfig": {"Replicas": -1}}, "must be an integer >= 0"),
@@ -61,6 +62,11 @@ def test_manual_example_is_valid() -> None:
 def test_violations(spec: dict[str, Any], needle: str) -> None:
     problems = validate_gateway(gw(**spec))
     assert any(needle in p for p in problems), problems
+
+
+def test_converted_v1alpha1_with_one_replica_and_no_proxy_is_valid() -> None:
+    # v1alpha1 -> v1beta1 sets proxyConfig.Replicas=1 and has no proxy endpoint (Raven allows it).
+    assert validate_gateway(gw(proxyConfig={"Replicas": 1}, endpoints=[ep("a")])) == []
 
 
 def test_admission_converts_v1alpha1_before_validating() -> None:

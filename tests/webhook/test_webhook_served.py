@@ -101,11 +101,6 @@ async def test_v1alpha1_write_is_converted_by_the_webhook(
     await write_legacy_and_read_beta(admin, reviews)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ravend.controllers.validation rejects proxyConfig.Replicas=1 with no proxy endpoint, "
-    "which the v1alpha1->v1beta1 conversion always produces (Raven checks only Replicas > 1)",
-)
 async def test_v1alpha1_write_passes_conversion_and_validation(
     served: Served, admin: KubeClient, reviews: list[str]
 ) -> None:
