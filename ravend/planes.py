@@ -22,6 +22,7 @@ from ravend.settings import AgentSettings
 
 if TYPE_CHECKING:
     from ravend.kube.client import KubeClient
+    from ravend.l3.agent import L3Agent
 
 
 @dataclass(frozen=True)
@@ -38,11 +39,53 @@ class PlaneContext:
 
 def build_role_specs(ctx: PlaneContext) -> dict[Role, RoleSpec]:
     """Role -> how to run it on this node."""
+    l3 = L3Role(ctx)
+    ctx.observe.add_state("l3", l3.debug_state)
     return {
+        Role.L3: RoleSpec(l3.run, l3.disable),
         Role.CONTROLLER: RoleSpec(lambda: run_controllers(ctx)),
         Role.L7_SERVER: RoleSpec(lambda: run_l7_server_role(ctx)),
         Role.L7_CLIENT: RoleSpec(lambda: run_l7_client_role(ctx)),
     }
+
+
+class L3Role:
+    """The L3 data plane as a role: one L3Agent per start; `disable` removes ravend's kernel
+    state (raven-cfg turned L3 off or the node left its pool), cancellation leaves it in place."""
+
+    def __init__(self, ctx: PlaneContext) -> None:
+        self._ctx = ctx
+        self._agent: L3Agent | None = None
+
+    def _make(self) -> L3Agent:
+        from ravend.l3.agent import L3Agent
+        from ravend.l3.settings import L3Settings
+
+        ctx = self._ctx
+
+        def ready(ok: bool, detail: str) -> None:
+            ctx.readiness.mark(readiness_key(Role.L3), ok, detail)
+
+        return L3Agent(
+            ctx.settings.node_name,
+            ctx.settings.node_ip,
+            L3Settings(),
+            ctx.settings.state_dir,
+            ctx.view,
+            client=ctx.client,
+            ready=ready,
+        )
+
+    async def run(self) -> None:
+        self._agent = self._make()
+        await self._agent.run()
+
+    async def disable(self) -> None:
+        agent = self._agent or self._make()
+        await agent.disable()
+
+    def debug_state(self) -> dict[str, object]:
+        return self._agent.debug_state() if self._agent is not None else {"role": "none"}
 
 
 def _cert_manager(ctx: PlaneContext, kind: CertKind) -> CertManager:

@@ -52,6 +52,9 @@ class ClusterOptions:
     """Interpreter for child processes (the venv's, so `ravend` is importable)."""
     ready_timeout: float = 20.0
     """Seconds to wait for the API server to listen and write its kubeconfigs."""
+    kubelets: bool = True
+    """Start a fake kubelet (ravend.sim.kubelet) on every node, on its InternalIP :10250/:10255,
+    so the L7 path ends at something that behaves like a kubelet."""
     webhooks: bool = True
     """With agents: once an agent on a WAN-reachable node serves the webhooks (10266), the API
     server calls them for Gateway conversion and validation, as kube-apiserver does (see
@@ -123,6 +126,9 @@ class SimCluster:
                 await AdminClient.from_kubeconfig(self.admin_kubeconfig).create_all(
                     seed_objects(self.topology, _now())
                 )
+            if self.options.apiserver and self.options.kubelets:
+                for node in self.topology.nodes:
+                    self.start_kubelet(node.name)
             if self.options.agents:
                 for node in self.topology.nodes:
                     self.start_agent(node.name)
@@ -249,6 +255,16 @@ class SimCluster:
             *self.options.agent_args,
         ]  # fmt: skip
         return self._spawn(agent_proc(node), self.node_netns(node), self.node_argv(node, argv))
+
+    def start_kubelet(self, node: str) -> ProcRecord:
+        """Start the fake kubelet of `node` (serving cert minted from the sim CA)."""
+        n = self.topology.node(node)
+        ca_dir = self.run_dir / "apiserver"
+        argv = [
+            self.options.python, "-m", "ravend.sim.kubelet", "--node", n.name, "--listen", n.ip,
+            "--ca", str(ca_dir / "ca.crt"), "--ca-key", str(ca_dir / "ca.key"),
+        ]  # fmt: skip
+        return self._spawn(f"kubelet:{node}", self.node_netns(node), argv)
 
     async def kill_agent(self, node: str, grace: float = 3.0) -> None:
         """Stop the agent of `node` (SIGTERM, SIGKILL after `grace` s); its kernel state stays."""
