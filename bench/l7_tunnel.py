@@ -65,8 +65,8 @@ async def rr_case(name: str, open_pipe: Opener, conc: int, per_conn: int) -> dic
         "requests": n,
         "p50_us": round(samples[n // 2], 1),
         "p99_us": round(samples[int(n * 0.99)], 1),
-        "req_per_s": round(n / wall),
-        "cpu_us_per_req": round(cpu / n * 1e6, 1),
+        "req_s": round(n / wall),
+        "cpu_per_req_us": round(cpu / n * 1e6, 1),
     }
 
 
@@ -83,11 +83,10 @@ async def bulk_case(
     await pipe.close()
     assert got == megabytes << 20, (name, got)
     return {
-        "case": case,
+        "case": f"{case}_{megabytes}MiB",
         "path": name,
-        "mb": megabytes,
-        "mb_per_s": round(megabytes / wall),
-        "cpu_s_per_gb": round(cpu / megabytes * 1024, 2),
+        "mb_s": round(megabytes / wall),
+        "cpu_per_gb_s": round(cpu / megabytes * 1024, 2),
     }
 
 
@@ -123,10 +122,9 @@ async def idle_stream_memory(paths: Endpoints, count: int) -> dict[str, Any]:
     for pipe in pipes:
         await pipe.close()
     return {
-        "case": "idle_streams",
+        "case": f"idle_streams_{count}",
         "path": "tunnel-tls",
-        "streams": count,
-        "bytes_per_stream": round(grown / count),
+        "per_stream_bytes": round(grown / count),
     }
 
 
@@ -140,15 +138,17 @@ def table(rows: list[dict[str, Any]]) -> str:
         "path",
         "p50_us",
         "p99_us",
-        "req_per_s",
-        "cpu_us_per_req",
-        "mb_per_s",
-        "cpu_s_per_gb",
-        "bytes_per_stream",
+        "req_s",
+        "cpu_per_req_us",
+        "mb_s",
+        "cpu_per_gb_s",
+        "per_stream_bytes",
     ]
-    lines = [" | ".join(f"{k:>14}" for k in keys)]
+    widths = [32, 12] + [14] * (len(keys) - 2)
+    lines = [" | ".join(f"{k:>{w}}" for k, w in zip(keys, widths, strict=True))]
     for row in rows:
-        lines.append(" | ".join(f"{row.get(k, ''):>14}" for k in keys))
+        cells = (f"{row.get(k, '')!s:>{w}}" for k, w in zip(keys, widths, strict=True))
+        lines.append(" | ".join(cells))
     return "\n".join(lines)
 
 

@@ -119,9 +119,15 @@ class TunnelSession:
             self._start_drain()
 
     def abort(self, reason: str) -> None:
-        """End the session now."""
-        log.info("tunnel %s: closing: %s", self.name, reason)
+        """End the session now, dropping whatever is not sent yet."""
+        log.info("tunnel %s: aborting: %s", self.name, reason)
         self._transport.abort()
+        self.closed.set()
+
+    def _end(self, reason: str) -> None:
+        # Graceful: run() closes the transport, which first sends what is queued (the last
+        # stream's tail and FIN must reach the peer).
+        log.info("tunnel %s: closing: %s", self.name, reason)
         self.closed.set()
 
     # ---- called by streams --------------------------------------------------------------
@@ -264,14 +270,14 @@ class TunnelSession:
         if stream is not None:
             self._blocked.discard(stream)
         if self._drain_deadline is not None and not self._streams:
-            self.abort("drained after GOAWAY")
+            self._end("drained after GOAWAY")
 
     def _start_drain(self) -> None:
         self.going_away.set()
         if self._drain_deadline is None:
             self._drain_deadline = time.monotonic() + self._settings.drain_timeout
             if not self._streams:
-                self.abort("GOAWAY with no open streams")
+                self._end("GOAWAY with no open streams")
 
     async def _keepalive(self) -> None:
         settings = self._settings

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import ipaddress
 import ssl
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import uvloop
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -18,6 +20,16 @@ from cryptography.x509.oid import NameOID
 from ravend.l7proxy.protocol import Connection, Role
 from ravend.l7proxy.protocol_events import Event
 from ravend.l7proxy.protocol_frames import ProtocolSettings
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """The tunnel tests run on both loops (uvloop has crashed under churn: environment.md)."""
+    if item.path.name == "test_tunnel.py":
+        return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+    return {"asyncio": asyncio.new_event_loop}
+
 
 Pump = Callable[[Connection, Connection], tuple[list[Event], list[Event]]]
 Pair = Callable[..., tuple[Connection, Connection]]

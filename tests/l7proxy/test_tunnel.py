@@ -243,3 +243,43 @@ def test_server_refuses_contexts_without_client_certificates(client_ctx: ClientC
     lax.verify_mode = ssl.CERT_REQUIRED
     with pytest.raises(ValueError, match=r"TLS 1\.3"):
         TunnelServer(lax)
+
+
+async def test_reconnecting_node_replaces_its_older_session(
+    server_ctx: ssl.SSLContext, client_ctx: ClientContext
+) -> None:
+    async with tunnel(server_ctx, client_ctx) as server:
+        first = server.session("edge-1")
+        assert first is not None
+        stream = server.open_stream("edge-1", Target("edge-1", ECHO))
+        await stream.write(b"before")
+        assert await stream.read() == b"before"
+        async with running_client(server.port, client_ctx("edge-1"), FAST):
+            await wait_for(lambda: server.session("edge-1") is not first)
+            # The old session drains: its open stream keeps working, new streams go to the new.
+            assert first.going_away.is_set()
+            await stream.write(b"after")
+            assert await stream.read() == b"after"
+            assert await echo_through(server, b"new") == b"new"
+            stream.close()
+            await wait_for(first.closed.is_set)
+
+
+async def test_server_shutdown_lets_open_streams_finish(
+    server_ctx: ssl.SSLContext, client_ctx: ClientContext
+) -> None:
+    payload = os.urandom(2 * 1024 * 1024)
+    async with (
+        TunnelServer(server_ctx, FAST, host="127.0.0.1") as server,
+        running_client(server.port, client_ctx("edge-1")),
+    ):
+        await wait_for(lambda: "edge-1" in server.connected.value)
+        stream = server.open_stream("edge-1", Target("edge-1", ECHO))
+        async with asyncio.TaskGroup() as tg:
+            closing = tg.create_task(server.close())
+            reply = tg.create_task(read_all(stream))
+            await stream.write(payload)
+            stream.write_eof()
+        assert reply.result() == payload  # drained after GOAWAY, not cut
+        assert closing.done()
+    await assert_no_tasks_left()
