@@ -81,8 +81,8 @@ class StreamTransport:
             self._writer.write(data)
 
     async def drain(self) -> None:
-        if self._pending:
-            self._flush()
+        # Corked data is not flushed here (that would undo the corking); it is bounded by the
+        # flow-control windows and goes out on the next loop iteration.
         with contextlib.suppress(ConnectionError, OSError):
             await self._writer.drain()
 
