@@ -121,15 +121,17 @@ async def _adjust_roles(ctx: PlaneContext, runner: RoleRunner) -> None:
 
 
 def run_blocking(coro: Coroutine[Any, Any, None], event_loop: str) -> None:
-    """Run `coro` on the chosen loop ("auto" prefers uvloop when importable)."""
-    factory: Callable[[], asyncio.AbstractEventLoop] | None = None
-    if event_loop in ("auto", "uvloop"):
-        try:
-            import uvloop
+    """Run `coro` on the chosen loop.
 
-            factory = uvloop.new_event_loop
-        except ImportError:
-            if event_loop == "uvloop":
-                raise
+    "auto" is the standard asyncio loop: uvloop cannot open the AF_NETLINK datagram sockets
+    pyroute2's AsyncIPRoute needs ("cannot open a UDP handle, invalid family 16"), so L3
+    cannot run on it, and uvloop 0.23 aborted under connection churn (environment.md).
+    "uvloop" stays selectable for nodes that only proxy.
+    """
+    factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    if event_loop == "uvloop":
+        import uvloop
+
+        factory = uvloop.new_event_loop
     with asyncio.Runner(loop_factory=factory) as runner:
         runner.run(coro)

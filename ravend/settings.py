@@ -46,8 +46,9 @@ class RuntimeSettings:
     """Seconds from SIGTERM until ravend exits even if a subsystem hangs; below the pod's 30 s
     terminationGracePeriodSeconds so the kubelet never has to SIGKILL us."""
     event_loop: str = "auto"
-    """"auto" (uvloop when importable), "uvloop" or "asyncio"; selectable because uvloop 0.23
-    aborted under connection churn on the build machine (environment.md)."""
+    """"auto" (= "asyncio"), "asyncio" or "uvloop". The default is the standard loop: uvloop
+    cannot open pyroute2's AF_NETLINK sockets (L3 fails on it) and uvloop 0.23 aborted under
+    connection churn on the build machine (environment.md)."""
 
 
 @dataclass(frozen=True)
