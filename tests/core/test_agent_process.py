@@ -104,7 +104,11 @@ async def test_unreachable_apiserver_backs_off_with_clear_logs(
 async def test_agent_leads_and_elects_gateway_endpoints(
     apiserver: SimApiServer, kubeconfig: Path, tmp_path: Path
 ) -> None:
-    """The wired agent: it wins the controller Lease and writes the Gateway's status."""
+    """The wired agent: it wins the controller Lease and writes the Gateway's status.
+
+    L7 only: this agent runs in the test machine's own network namespace, so L3 (which would
+    program links, rules and nftables) stays off here; L3 runs in the simulated cluster tests.
+    """
     from ravend.kube.client import connect
     from ravend.kube.resources import CONFIGMAPS, GATEWAYS, NODES
 
@@ -125,13 +129,13 @@ async def test_agent_leads_and_elects_gateway_endpoints(
         await admin.create(GATEWAYS, {
             "apiVersion": "raven.openyurt.io/v1beta1", "kind": "Gateway",
             "metadata": {"name": "gw-a"},
-            "spec": {"tunnelConfig": {"Replicas": 1},
-                     "endpoints": [{"nodeName": "test-node", "type": "tunnel", "port": 4500}]},
+            "spec": {"proxyConfig": {"Replicas": 1},
+                     "endpoints": [{"nodeName": "test-node", "type": "proxy", "port": 10262}]},
         })  # fmt: skip
         await admin.replace(CONFIGMAPS, {
             "apiVersion": "v1", "kind": "ConfigMap",
             "metadata": {"name": "raven-cfg", "namespace": "kube-system"},
-            "data": {"enable-l3-tunnel": "true", "enable-l7-proxy": "false"},
+            "data": {"enable-l3-tunnel": "false", "enable-l7-proxy": "true"},
         })  # fmt: skip
         port = _free_port()
         proc = await _spawn(kubeconfig, tmp_path, port)
@@ -145,7 +149,8 @@ async def test_agent_leads_and_elects_gateway_endpoints(
             log = (tmp_path / "agent.log").read_text()
             assert active, log
             assert active[0]["nodeName"] == "test-node"
-            assert active[0]["config"] == {"enable-l3-tunnel": "true"}
+            assert active[0]["type"] == "proxy"
+            assert active[0]["config"] == {"enable-l7-proxy": "true"}
         finally:
             proc.send_signal(signal.SIGTERM)
             assert await asyncio.wait_for(proc.wait(), 10) == 0
