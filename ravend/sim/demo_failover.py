@@ -18,7 +18,7 @@ from ravend.model import ClusterView, EndpointType
 from ravend.sim import demo_report as rep
 from ravend.sim.cluster import SimCluster
 from ravend.sim.demo_checks import add_tunnel_candidate, ping, wait_view
-from ravend.sim.demo_report import CheckRecord, parse_ping, recovery_seconds
+from ravend.sim.demo_report import CheckRecord, longest_gap, parse_ping, recovery_seconds
 
 PROBE_INTERVAL_S = 0.05
 RECOVERY_LIMIT_S = 30.0
@@ -75,7 +75,15 @@ async def check_failover(
         await asyncio.sleep(1.0)
         cut_at = time.time()
         await sim.cut_links(active)
-        recovered = await _wait_recovery(lines, cut_at)
+        # Only probes sent once the cut is in place prove recovery: replies to probes sent
+        # while `nft` was still running are pre-cut traffic and would fake a 0.01 s failover.
+        cut_done = time.time()
+        recovered = await _wait_recovery(lines, cut_done)
+        if recovered is not None:
+            recovered += cut_done - cut_at
+        # Read the new active endpoint while the old one is still cut off.
+        after = await wait_view(client, lambda v: _moved(v, gateway, active), 5.0)
+        gap = longest_gap(parse_ping(lines), cut_at)
     finally:
         prober.terminate()
         with contextlib.suppress(ProcessLookupError):
@@ -84,7 +92,6 @@ async def check_failover(
         with contextlib.suppress(asyncio.CancelledError):
             await reader
         await sim.restore_links(active)
-    after = await wait_view(client, lambda v: _moved(v, gateway, active), 5.0)
     new = (
         ",".join(e.node_name for e in after.gateways[gateway].active(EndpointType.TUNNEL))
         if after
@@ -92,7 +99,7 @@ async def check_failover(
     )
     detail = (
         f"cut {active}; traffic from {standby}'s pod to {dst} flowed again after "
-        f"{recovered:.2f} s; active tunnel now {new}"
+        f"{recovered:.2f} s (longest gap {gap:.2f} s); active tunnel now {new}"
         if recovered is not None
         else f"cut {active}; no traffic within {RECOVERY_LIMIT_S:.0f} s"
     )
