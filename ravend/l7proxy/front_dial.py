@@ -3,14 +3,23 @@
 Same pool: TCP (TLS with ravend's proxy client certificate when the front request was TLS) to
 the node's InternalIP. Other pool: a stream over the tunnel of that pool's proxy node; the edge
 dials the kubelet and a failure there comes back as a reset of the stream.
+
+Reuse: `lease` hands out an idle upstream from the pool (front_pool) when there is one, else a
+new one; `release` returns it after an exchange that ended exactly at a response boundary. Both
+kinds are pooled: sockets to kubelets of our pool, and tunnel streams, each of which is spliced
+on the edge to one kubelet connection, so a pooled stream is a pooled edge->kubelet TLS
+connection too and the edge never needs to understand HTTP. `open` is the one-shot form
+(upgrades, HTTP/1.0, unframed requests): always new, never pooled.
 """
 
 from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass
 
+from ravend.l7proxy.front_pool import IdlePool, PoolSettings
 from ravend.l7proxy.front_splice import Pipe, SocketPipe, StreamPipe, set_nodelay
 from ravend.l7proxy.protocol_frames import Target
 from ravend.l7proxy.routing import Direct, Refusal, Route, choose_tunnel
@@ -33,6 +42,16 @@ async def dial_kubelet(
     return SocketPipe(reader, writer)
 
 
+@dataclass(frozen=True)
+class Lease:
+    """An upstream borrowed for one exchange; give it back with `release` or drop it."""
+
+    pipe: SocketPipe | StreamPipe
+    key: Hashable
+    reused: bool
+    """It came from the pool: it may have been closed by the peer in the meantime."""
+
+
 class UpstreamDialer:
     """Turns a `Route` into a `Pipe`, or into the Refusal to answer with."""
 
@@ -41,12 +60,51 @@ class UpstreamDialer:
         kubelet_tls: KubeletTls,
         tunnels: TunnelServer | None = None,
         connect_timeout: float = 10.0,
+        pool: PoolSettings | None = None,
     ) -> None:
         self._kubelet_tls = kubelet_tls
         self._tunnels = tunnels
         self._timeout = connect_timeout
+        self.pool = IdlePool(pool)
+        self.dials = 0
+        """New upstreams opened (sockets and streams; for tests and benchmarks)."""
 
     async def open(self, route: Route) -> Pipe | Refusal:
+        """A new upstream for a one-shot exchange."""
+        lease = await self.lease(route, fresh=True)
+        return lease if isinstance(lease, Refusal) else lease.pipe
+
+    async def lease(self, route: Route, fresh: bool = False) -> Lease | Refusal:
+        """An idle pooled upstream for `route` if there is one (unless `fresh`), else a new one."""
+        via = self._via(route)
+        if isinstance(via, Refusal):
+            return via
+        key = (via, route.node, route.port, route.tls)
+        if not fresh:
+            idle = self.pool.take(key)
+            if isinstance(idle, SocketPipe | StreamPipe):
+                return Lease(idle, key, reused=True)
+        pipe = await self._dial(route, via)
+        return pipe if isinstance(pipe, Refusal) else Lease(pipe, key, reused=False)
+
+    def _via(self, route: Route) -> str | Refusal:
+        """ "" for a direct dial, else the edge proxy whose tunnel carries the stream."""
+        if isinstance(route, Direct):
+            return ""
+        if self._tunnels is None:
+            return Refusal(503, "this proxy runs no tunnel server")
+        return choose_tunnel(route, self._tunnels.connected.value)
+
+    def release(self, lease: Lease) -> None:
+        """The exchange on `lease` ended cleanly at a response boundary: keep it for reuse."""
+        self.pool.put(lease.key, lease.pipe)
+
+    def close_idle(self) -> None:
+        """Close the pooled upstreams (shutdown); upstreams released later close at once."""
+        self.pool.close()
+
+    async def _dial(self, route: Route, via: str) -> SocketPipe | StreamPipe | Refusal:
+        self.dials += 1
         if isinstance(route, Direct):
             tls = self._kubelet_tls if route.tls else None
             try:
@@ -55,13 +113,9 @@ class UpstreamDialer:
                 return Refusal(504, f"timed out connecting to node {route.node}")
             except (OSError, ssl.SSLError) as exc:
                 return Refusal(502, f"cannot reach node {route.node}: {exc}")
-        if self._tunnels is None:
-            return Refusal(503, "this proxy runs no tunnel server")
-        proxy = choose_tunnel(route, self._tunnels.connected.value)
-        if isinstance(proxy, Refusal):
-            return proxy
+        assert self._tunnels is not None
         try:
-            stream = self._tunnels.open_stream(proxy, Target(route.node, route.port, route.tls))
+            stream = self._tunnels.open_stream(via, Target(route.node, route.port, route.tls))
         except TunnelError as exc:
-            return Refusal(503, f"tunnel via {proxy} cannot take the request: {exc}")
+            return Refusal(503, f"tunnel via {via} cannot take the request: {exc}")
         return StreamPipe(stream)

@@ -45,6 +45,10 @@ class Pipe(Protocol):
         """Drop now: the peer sees a reset, not a clean end."""
         ...
 
+    def reusable(self) -> bool:
+        """Idle and healthy: the peer has not closed, failed or sent anything unasked."""
+        ...
+
 
 def set_nodelay(writer: asyncio.StreamWriter) -> None:
     """Small writes go out at once (OpenSSH without it has a 40 ms tail, environment.md)."""
@@ -90,6 +94,17 @@ class SocketPipe:
     def abort(self) -> None:
         self.writer.transport.abort()
 
+    def reusable(self) -> bool:
+        # StreamReader keeps received bytes in `_buffer` (no public accessor); anything there
+        # on an idle connection is unsolicited and would be taken for the next response.
+        buffered = getattr(self.reader, "_buffer", None)
+        return not (
+            self.writer.is_closing()
+            or self.reader.exception() is not None
+            or self.reader.at_eof()
+            or buffered
+        )
+
 
 class StreamPipe:
     """A tunnel stream."""
@@ -114,6 +129,12 @@ class StreamPipe:
 
     def abort(self) -> None:
         self.stream.reset(reason="relay aborted")
+
+    def reusable(self) -> bool:
+        # Stream has no public "idle and open" check; its state fields are read directly
+        # (tunnel_stream belongs to the tunnel: this stays a read-only use).
+        s = self.stream
+        return s._error is None and not (s._eof or s._sent_fin or s._buf)
 
 
 @dataclass

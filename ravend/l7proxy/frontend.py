@@ -1,16 +1,20 @@
 """The kubelet front ends of a cloud proxy node: HTTPS (10263) and plain HTTP (10264). I/O.
 
-Per connection: read one request head (bounded in size and time), decide the route
-(`routing`), open the upstream (`front_dial`), send the head rewritten for the upstream plus any
-body bytes already read, then splice bytes both ways (`front_splice`) until the exchange ends.
-Nothing after the head is parsed, so chunked log streams, large bodies, WebSocket and SPDY/3.1
-upgrades and port-forward sessions all pass unchanged, in both directions.
+Per request: read the request head (bounded in size and time), decide the route (`routing`),
+then relay. Bodies are never parsed or rewritten, so chunked log streams, large bodies,
+WebSocket and SPDY/3.1 upgrades and port-forward sessions pass unchanged, both ways.
 
-Keep-alive: one request per connection. The upstream head gets `Connection: close` (upgrade
-requests keep `Connection: Upgrade`), the kubelet closes after its response, and we then close
-the caller's connection, which Go's HTTP client (the kube-apiserver) handles by dialling anew.
-It is the simplest correct choice: nothing after the head is ever interpreted, so a request
-can neither be smuggled past routing nor reach a second node on the same connection.
+Keep-alive (the kube-apiserver keeps its kubelet connections): an HTTP/1.1 request whose body
+framing is known (Content-Length, chunked, none) is relayed over a pooled upstream
+(`front_exchange`, `front_pool`) with only the message boundaries counted (`front_framing`);
+when the response ended at its own framing, the next request head on the same caller
+connection is read and routed again, to whichever node it names. Every request is routed on
+its own head, and a boundary we are unsure of (an unframed body, a close-delimited response, an
+error mid-body) ends the connection, so a request can neither be smuggled past routing nor
+ride on another's upstream. Upgrades, HTTP/1.0 and requests with other transfer codings keep
+the one-shot form: `Connection: close` upstream, a byte splice (`front_splice`), then close.
+Idle callers are closed after `keepalive_idle_timeout`, busy ones after
+`max_requests_per_connection` requests.
 
 Refusals and upstream failures before the first response byte are answered with a plain-text
 status (400/403/404/431/502/503/504); after that the caller's connection is dropped. When the
@@ -29,6 +33,9 @@ from typing import Any, Protocol
 
 from prometheus_client import Counter
 
+from ravend.l7proxy.front_dial import Lease
+from ravend.l7proxy.front_exchange import Caller, Settled, framed_exchange
+from ravend.l7proxy.front_framing import request_body
 from ravend.l7proxy.front_pods import PodLookup
 from ravend.l7proxy.front_splice import Pipe, SocketPipe, set_nodelay, splice
 from ravend.l7proxy.http_head import (
@@ -61,7 +68,17 @@ REQUESTS = Counter(
 
 
 class Upstreams(Protocol):
-    async def open(self, route: Route) -> Pipe | Refusal: ...
+    async def open(self, route: Route) -> Pipe | Refusal:
+        """A new upstream for a one-shot exchange."""
+        ...
+
+    async def lease(self, route: Route, fresh: bool = False) -> Lease | Refusal:
+        """A pooled or new upstream for a framed exchange."""
+        ...
+
+    def release(self, lease: Lease) -> None: ...
+
+    def close_idle(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -78,6 +95,12 @@ class FrontSettings:
     drain_timeout: float = 5.0
     """Seconds open exchanges may run after close() before they are cut (log follows never
     end by themselves, so this must be bounded)."""
+    keepalive_idle_timeout: float = 60.0
+    """Seconds a caller connection may wait between requests before we close it (Go's
+    default IdleConnTimeout is 90 s; closing first is the server's right)."""
+    max_requests_per_connection: int = 1000
+    """Requests served on one caller connection before it is closed after a response, so a
+    long-lived caller connection is re-dialled (and re-balanced) now and then."""
     limits: HeadLimits = DEFAULT_LIMITS
     allowed_callers: frozenset[str] = field(default_factory=frozenset)
     """TLS only: the client certificate CNs accepted (empty: any cluster-CA identity except
@@ -113,6 +136,9 @@ class FrontEnd:
         self._port = port
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[Any]] = set()
+        self._idle: dict[asyncio.Task[Any], Caller] = {}
+        """Handlers waiting for a keep-alive caller's next request (closed first on close)."""
+        self._closing = False
 
     @property
     def port(self) -> int:
@@ -143,10 +169,14 @@ class FrontEnd:
         await self.close()
 
     async def close(self) -> None:
-        """Stop accepting, let open exchanges finish for `drain_timeout`, cut the rest."""
+        """Stop accepting, close idle keep-alive callers, let open exchanges finish for
+        `drain_timeout`, cut the rest, then close the pooled upstreams."""
         if self._server is None:
             return
         self._server.close()
+        self._closing = True
+        for caller in self._idle.values():
+            caller.pipe.abort()  # between requests: nothing is lost; its read sees the end
         handlers = set(self._handlers)
         if handlers:
             _, pending = await asyncio.wait(handlers, timeout=self.settings.drain_timeout)
@@ -155,6 +185,7 @@ class FrontEnd:
             await asyncio.wait(handlers)
         await self._server.wait_closed()
         self._server = None
+        self._upstreams.close_idle()
 
     async def _on_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -165,38 +196,84 @@ class FrontEnd:
         set_nodelay(writer)
         client = SocketPipe(reader, writer, half_close=False)
         try:
-            outcome = await self._exchange(client)
+            await self._serve(Caller(client), task)
         except Exception:
             log.exception("L7 %s front end: request failed", self.name)
-            outcome = "error"
+            self._count("error")
             client.abort()
         finally:
             self._handlers.discard(task)
+            self._idle.pop(task, None)
             client.close()
+
+    def _count(self, outcome: str) -> None:
         REQUESTS.labels(front=self.name, outcome=outcome).inc()
 
-    async def _exchange(self, client: SocketPipe) -> str:
-        """Serve one request; returns the outcome label."""
-        refusal = self._authorise(client.writer)
+    async def _serve(self, caller: Caller, task: asyncio.Task[Any]) -> None:
+        """Serve the requests of one caller connection."""
+        refusal = self._authorise(caller.pipe.writer)
         if refusal is not None:
-            return await _refuse(client, refusal)
+            self._count(await _refuse(caller.pipe, refusal))
+            return
+        for served in range(self.settings.max_requests_per_connection):
+            head = await self._next_head(caller, task, first=served == 0)
+            if head is None:
+                return
+            if isinstance(head, Refusal):
+                self._count(await _refuse(caller.pipe, head))
+                return
+            outcome, keep = await self._one(caller, head)
+            self._count(outcome)
+            if not keep or self._closing:
+                return
+
+    async def _next_head(
+        self, caller: Caller, task: asyncio.Task[Any], first: bool
+    ) -> RequestHead | Refusal | None:
+        """The next request head; None when the caller left or stayed idle too long."""
         try:
+            if not first and not caller.buf:
+                if self._closing:
+                    return None
+                self._idle[task] = caller
+                try:
+                    async with asyncio.timeout(self.settings.keepalive_idle_timeout):
+                        if not await caller.read_more():
+                            return None
+                finally:
+                    self._idle.pop(task, None)
             async with asyncio.timeout(self.settings.head_timeout):
-                raw, rest = await _read_head(client.reader, self.settings.limits)
-            head = parse_request_head(raw, self.settings.limits)
+                raw = await _read_head(caller, self.settings.limits)
+            return parse_request_head(raw, self.settings.limits)
         except HeadError as exc:
-            return await _refuse(client, Refusal(exc.status, exc.reason))
+            return Refusal(exc.status, exc.reason)
         except TimeoutError:
-            return await _refuse(client, Refusal(408, "request head not received in time"))
+            if not first and not caller.buf:
+                return None  # idle keep-alive connection: close quietly, as Go servers do
+            return Refusal(408, "request head not received in time")
         except (EOFError, OSError):
-            return "caller-gone"
+            return None
+
+    async def _one(self, caller: Caller, head: RequestHead) -> tuple[str, bool]:
+        """Route and relay one request: (outcome label, keep the caller connection)."""
         route = await self._route(head)
         if isinstance(route, Refusal):
-            return await _refuse(client, route)
-        upstream = await self._upstreams.open(route)
-        if isinstance(upstream, Refusal):
-            return await _refuse(client, upstream)
-        return await _relay(client, upstream, render_request_head(for_upstream(head)) + rest)
+            return await _refuse(caller.pipe, route), False
+        body = request_body(head)
+        if body is None or head.is_upgrade or head.version != "HTTP/1.1":
+            upstream = await self._upstreams.open(route)
+            if isinstance(upstream, Refusal):
+                return await _refuse(caller.pipe, upstream), False
+            first = render_request_head(for_upstream(head)) + bytes(caller.buf)
+            return await _relay(caller.pipe, upstream, first), False
+        settled: Settled | Refusal = await framed_exchange(
+            caller, head, body, route, self._upstreams
+        )
+        if isinstance(settled, Refusal):
+            return await _refuse(caller.pipe, settled), False
+        if settled.abort_caller:
+            caller.pipe.abort()
+        return settled.outcome, settled.keep_caller
 
     def _authorise(self, writer: asyncio.StreamWriter) -> Refusal | None:
         if not self.tls:
@@ -229,19 +306,16 @@ class FrontEnd:
         return node
 
 
-async def _read_head(reader: asyncio.StreamReader, limits: HeadLimits) -> tuple[bytes, bytes]:
-    """(head, bytes read past it). Raises HeadError, EOFError or OSError."""
-    buf = bytearray()
-    while True:
-        data = await reader.read(64 * 1024)
-        if not data:
-            if buf:
+async def _read_head(caller: Caller, limits: HeadLimits) -> bytes:
+    """The next head from the caller's buffer and socket. Raises HeadError, EOFError, OSError."""
+    while (end := head_end(caller.buf, limits)) is None:
+        if not await caller.read_more():
+            if caller.buf:
                 raise HeadError(400, "connection closed inside the request head")
             raise EOFError
-        buf += data
-        end = head_end(buf, limits)
-        if end is not None:
-            return bytes(buf[:end]), bytes(buf[end:])
+    raw = bytes(caller.buf[:end])
+    del caller.buf[:end]
+    return raw
 
 
 async def _refuse(client: SocketPipe, refusal: Refusal) -> str:

@@ -109,6 +109,9 @@ class ResponseHead:
         values = _get(self.headers, name)
         return values[0] if values else None
 
+    def get_all(self, name: str) -> list[str]:
+        return _get(self.headers, name)
+
     def tokens(self, name: str) -> frozenset[str]:
         return frozenset(
             t.strip().lower() for v in _get(self.headers, name) for t in v.split(",") if t.strip()
@@ -211,17 +214,22 @@ def render_request_head(head: RequestHead) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
-def for_upstream(head: RequestHead) -> RequestHead:
-    """The head to send to the kubelet: one request per upstream connection.
+def for_upstream(head: RequestHead, keep_alive: bool = False) -> RequestHead:
+    """The head to send to the kubelet.
 
-    Non-upgrade requests get `Connection: close` (and lose Keep-Alive/Proxy-Connection), so the
-    kubelet closes after its response and the front end knows the exchange is over without
-    parsing the response. Upgrade requests keep their Connection header untouched: it must say
-    "Upgrade", and after the 101 the connection is a raw byte stream anyway.
+    Upgrade requests keep their Connection header untouched: it must say "Upgrade", and after
+    the 101 the connection is a raw byte stream anyway. Other requests lose the caller's
+    hop-by-hop fields (Connection, Keep-Alive, Proxy-Connection; not the fields Connection
+    names, which could otherwise strip framing fields): the upstream connection is ours. With
+    `keep_alive` (HTTP/1.1, a pooled upstream whose response the front end frames) nothing is
+    added, as 1.1 persists by default; without it `Connection: close` makes the kubelet close
+    after its response, so the exchange ends without the response being framed.
     """
     if head.is_upgrade:
         return head
     kept = tuple((k, v) for k, v in head.headers if k.lower() not in HOP_BY_HOP)
+    if keep_alive:
+        return RequestHead(head.method, head.target, head.version, kept)
     return RequestHead(head.method, head.target, head.version, (*kept, ("Connection", "close")))
 
 

@@ -26,8 +26,10 @@ import uvloop
 from ravend.certs.tls import client_context, identity_from_peercert, server_context
 from ravend.l7proxy.edge import EdgeHandler
 from ravend.l7proxy.front_dial import KubeletTls, UpstreamDialer, dial_kubelet
+from ravend.l7proxy.front_framing import ResponseFramer
 from ravend.l7proxy.front_splice import SocketPipe
 from ravend.l7proxy.frontend import FrontEnd, FrontSettings
+from ravend.l7proxy.http_head import ResponseHead
 from ravend.l7proxy.settings import L7TunnelSettings
 from ravend.l7proxy.tunnel_client import ServerAddress, TunnelClient
 from ravend.l7proxy.tunnel_server import TunnelServer
@@ -56,7 +58,7 @@ def pytest_asyncio_loop_factories(
 ) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
     """Component tests run on both loops: uvloop aborted under connection churn on this machine
     with Protocol-based relays (environment.md); ours are streams-based and must hold on both."""
-    if item.path.name == "test_front_component.py":
+    if item.path.name in ("test_front_component.py", "test_keepalive_component.py"):
         return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
     return {"asyncio": asyncio.new_event_loop}
 
@@ -147,12 +149,15 @@ def build_view(tls_port: int, plain_port: int) -> ClusterView:
     return ClusterView(gateways, nodes, RavenConfig(True, True, True), synced=True)
 
 
-def pool_dial(pool: str) -> Any:
-    """The edge's network seam: pool b's 127.0.0.22 is really 127.0.0.32 (separate L3 domain)."""
+def pool_dial(pool: str, dials: list[str] | None = None) -> Any:
+    """The edge's network seam: pool b's 127.0.0.22 is really 127.0.0.32 (separate L3 domain).
+    Every kubelet connection the edge opens is recorded in `dials` (real address)."""
 
     async def dial(address: str, port: int, tls: KubeletTls | None, timeout: float) -> SocketPipe:
         if pool == "gw-b" and address == NODE_IPS["edge-3"]:
             address = REAL_IPS["edge-3"]
+        if dials is not None:
+            dials.append(address)
         return await dial_kubelet(address, port, tls, timeout)
 
     return dial
@@ -169,7 +174,10 @@ class Rig:
     http: FrontEnd
     kubelets: dict[str, FakeKubelet]
     pods: dict[tuple[str, str], str]
+    dialer: UpstreamDialer
     edges: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    edge_dials: list[str] = field(default_factory=list)
+    """Real address of every kubelet connection the edges opened."""
     group: asyncio.TaskGroup | None = None
 
     def caller(self, cert: str | None = "apiserver", plain: bool = False) -> KubeletClient:
@@ -181,7 +189,8 @@ class Rig:
     def start_edge(self, node: str) -> None:
         assert self.group is not None
         proxy_tls = self.pki.client("proxy", ca_pem=None)
-        handler = EdgeHandler(node, self.view, lambda: proxy_tls, dial=pool_dial(POOLS[node]))
+        dial = pool_dial(POOLS[node], self.edge_dials)
+        handler = EdgeHandler(node, self.view, lambda: proxy_tls, dial=dial)
         server = ServerAddress("127.0.0.1", self.tunnels.port, self.pki.client(node))
         client = TunnelClient([server], handler, FAST)
         self.edges[node] = self.group.create_task(client.run())
@@ -232,7 +241,12 @@ async def rig(pki: Pki) -> AsyncIterator[Rig]:
             upstreams=dialer,
             ssl_context=tls,
             host="127.0.0.1",
-            settings=FrontSettings(head_timeout=1.0, drain_timeout=1.0, pod_lookup_timeout=1.0),
+            settings=FrontSettings(
+                head_timeout=1.0,
+                drain_timeout=1.0,
+                pod_lookup_timeout=1.0,
+                keepalive_idle_timeout=2.0,
+            ),
         )
 
     kubelets = {}
@@ -247,7 +261,9 @@ async def rig(pki: Pki) -> AsyncIterator[Rig]:
         http = await stack.enter_async_context(front(None))
         for kubelet in kubelets.values():
             await stack.enter_async_context(kubelet)
-        rig = Rig(pki, view, tls_port, plain_port, tunnels, https, http, kubelets, pods)
+        # Runs before the kubelets stop: pooled upstreams close, so kubelets see a clean end.
+        stack.push_async_callback(_close_pool, dialer, kubelets)
+        rig = Rig(pki, view, tls_port, plain_port, tunnels, https, http, kubelets, pods, dialer)
         async with asyncio.TaskGroup() as tg:
             rig.group = tg
             rig.start_edge("edge-1")
@@ -258,3 +274,59 @@ async def rig(pki: Pki) -> AsyncIterator[Rig]:
             finally:
                 for node in list(rig.edges):
                     await rig.stop_edge(node)
+
+
+async def _close_pool(dialer: UpstreamDialer, kubelets: dict[str, FakeKubelet]) -> None:
+    dialer.close_idle()
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(1.0):
+            while any(k.open_connections for k in kubelets.values()):
+                await asyncio.sleep(0.01)
+
+
+class KeepAliveCaller:
+    """A caller that keeps one connection for many requests, as the kube-apiserver does."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+        self.buf = b""
+
+    @classmethod
+    async def connect(cls, port: int, tls: ssl.SSLContext | None) -> KeepAliveCaller:
+        host = "127.0.0.1"
+        reader, writer = await asyncio.open_connection(
+            host, port, ssl=tls, server_hostname=host if tls else None
+        )
+        return cls(reader, writer)
+
+    def send(self, host: str, path: str, method: str = "GET", extra: str = "") -> None:
+        self.writer.write(f"{method} {path} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n".encode())
+
+    async def response(self, method: str = "GET") -> tuple[ResponseHead, bytes]:
+        """The next response (head, raw body) read to its framing's end."""
+        framer, out = ResponseFramer(method), bytearray()
+        while not framer.done:
+            data = self.buf or await self.reader.read(65536)
+            self.buf = b""
+            if not data:
+                raise ConnectionError("connection closed before the response ended")
+            used = framer.feed(data)
+            out += data[:used]
+            self.buf = data[used:]
+        assert framer.head is not None
+        return framer.head, bytes(out[out.find(b"\r\n\r\n") + 4 :])
+
+    async def get(self, host: str, path: str) -> tuple[ResponseHead, bytes]:
+        self.send(host, path)
+        return await self.response()
+
+    async def closed_by_peer(self, timeout: float = 3.0) -> bool:
+        """True when the proxy closes the connection (EOF or reset) within `timeout`."""
+        try:
+            async with asyncio.timeout(timeout):
+                return await self.reader.read(1) == b""
+        except ConnectionError:
+            return True
+
+    def close(self) -> None:
+        self.writer.close()

@@ -213,8 +213,9 @@ async def test_kubelet_down_gives_502(rig: Rig) -> None:
 
 
 async def test_connection_churn_through_the_tunnel(rig: Rig) -> None:
-    """Many short exchanges at once, on each loop: every one answered by the right node, and
-    every kubelet connection closed afterwards (nothing leaks on either side)."""
+    """Many short exchanges at once, on each loop: every one answered by the right node, pooled
+    upstreams reused across callers, and once the pool lets go, every kubelet connection and
+    tunnel stream closed (nothing leaks on either side)."""
     client = rig.caller()
 
     async def one(i: int) -> str | None:
@@ -223,6 +224,8 @@ async def test_connection_churn_through_the_tunnel(rig: Rig) -> None:
 
     results = await asyncio.gather(*(one(i) for i in range(150)))
     assert results == [("edge-2", "edge-3", "cloud-2")[i % 3] for i in range(150)]
+    assert rig.dialer.dials < 150 and rig.dialer.pool.reused > 0
+    rig.dialer.close_idle()
     await wait_until(lambda: all(k.open_connections == 0 for k in rig.kubelets.values()))
     await wait_until(lambda: all(s.stream_count == 0 for s in _sessions(rig)))
     await wait_until(lambda: rig.https.active == 0)
@@ -232,15 +235,11 @@ def _sessions(rig: Rig) -> list[Any]:
     return [s for n in ("edge-1", "edge-3") if (s := rig.tunnels.session(n)) is not None]
 
 
-async def test_plain_caller_that_keeps_its_side_open_is_closed_after_the_response(
-    rig: Rig,
-) -> None:
-    """A keep-alive caller gets the response and then the server's close, not a hang."""
+async def test_plain_caller_asking_to_close_is_closed_after_the_response(rig: Rig) -> None:
+    """`Connection: close` from the caller: the response, then the server's close, not a hang."""
     reader, writer = await asyncio.open_connection("127.0.0.1", rig.http.port)
     host = f"edge-2:{rig.plain_port}"
-    writer.write(
-        f"GET /healthz HTTP/1.1\r\nHost: {host}\r\nConnection: keep-alive\r\n\r\n".encode()
-    )
+    writer.write(f"GET /healthz HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
     async with asyncio.timeout(3):
         reply = await reader.read(-1)  # until EOF: the proxy must close
     writer.close()

@@ -1,0 +1,109 @@
+"""Idle upstream connections kept for reuse, per (node, port, tls) key. I/O (closes pipes, timers).
+
+A pooled connection is one whose last exchange ended exactly at a response boundary the front
+end framed (front_framing), so the kubelet is waiting for the next request on it. Entries are
+taken newest first (the least likely to have been closed by the peer's idle timer), each expires
+after `idle_timeout`, and at most `max_idle_per_key` wait per key. Before use an entry is checked
+(`Pipe.reusable`: the peer has not closed, sent nothing unsolicited, failed nothing); a connection
+the peer closed between the check and our write is the caller's business to retry
+(front_exchange retries idempotent requests once on a fresh connection).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Hashable
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    """Upstream connection reuse at the front end."""
+
+    idle_timeout: float = 30.0
+    """Seconds an idle upstream connection is kept. Below Go's usual server idle timeouts, so
+    the kubelet rarely closes one under us, and short enough that a quiet pool lets go of its
+    edge-side kubelet connections soon."""
+    max_idle_per_key: int = 32
+    """Most idle connections kept per (node, port, tls); 0 disables reuse. 32 covers the
+    kube-apiserver's concurrency towards one kubelet in the benchmarks; beyond, extras close."""
+
+
+class PooledPipe(Protocol):
+    def reusable(self) -> bool:
+        """Still usable for another request (checked when released and when taken)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(eq=False)  # found by identity in its list
+class _Entry:
+    pipe: PooledPipe
+    timer: asyncio.TimerHandle | None = None
+
+
+class IdlePool:
+    """Idle pipes by key; every method is synchronous and safe to call from any task."""
+
+    def __init__(self, settings: PoolSettings | None = None) -> None:
+        self.settings = settings or PoolSettings()
+        self._idle: dict[Hashable, list[_Entry]] = {}
+        self._closed = False
+        self.reused = 0
+        """Pipes handed out again (for tests and metrics)."""
+
+    @property
+    def idle(self) -> int:
+        """Idle pipes held now."""
+        return sum(len(entries) for entries in self._idle.values())
+
+    def take(self, key: Hashable) -> PooledPipe | None:
+        """The newest healthy idle pipe for `key`; stale ones met on the way are closed."""
+        entries = self._idle.get(key)
+        while entries:
+            entry = entries.pop()
+            if entry.timer is not None:
+                entry.timer.cancel()
+            if entry.pipe.reusable():
+                if not entries:
+                    del self._idle[key]
+                self.reused += 1
+                return entry.pipe
+            entry.pipe.close()
+        self._idle.pop(key, None)
+        return None
+
+    def put(self, key: Hashable, pipe: PooledPipe) -> None:
+        """Keep `pipe` for reuse, or close it (pool closed or full, or pipe no longer healthy)."""
+        entries = self._idle.setdefault(key, [])
+        limit = self.settings.max_idle_per_key
+        if self._closed or len(entries) >= limit or not pipe.reusable():
+            if not entries:
+                del self._idle[key]
+            pipe.close()
+            return
+        entry = _Entry(pipe)
+        entry.timer = asyncio.get_running_loop().call_later(
+            self.settings.idle_timeout, self._expire, key, entry
+        )
+        entries.append(entry)
+
+    def _expire(self, key: Hashable, entry: _Entry) -> None:
+        entries = self._idle.get(key, [])
+        if entry in entries:
+            entries.remove(entry)
+            if not entries:
+                del self._idle[key]
+            entry.pipe.close()
+
+    def close(self) -> None:
+        """Close every idle pipe; later `put`s close theirs at once."""
+        self._closed = True
+        for entries in self._idle.values():
+            for entry in entries:
+                if entry.timer is not None:
+                    entry.timer.cancel()
+                entry.pipe.close()
+        self._idle.clear()
