@@ -1,0 +1,163 @@
+"""Keep-alive end to end: one caller connection, many requests and nodes; pooled upstreams."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+
+from .conftest import POD, REAL_IPS, KeepAliveCaller, Rig
+
+
+async def tls_caller(rig: Rig) -> KeepAliveCaller:
+    return await KeepAliveCaller.connect(rig.https.port, rig.pki.client("apiserver"))
+
+
+async def test_requests_on_one_caller_connection_reach_different_nodes(rig: Rig) -> None:
+    caller = await tls_caller(rig)
+    try:
+        port = rig.tls_port
+        for node in ("cloud-2", "edge-2", "edge-3", "edge-1", "cloud-2", "edge-3"):
+            head, body = await caller.get(f"{node}:{port}", "/healthz")
+            assert (head.status, head.get("x-sim-node"), body) == (200, node, b"ok")
+        pod_path = f"/containerLogs/default/{POD.format('edge-2')}/app?tailLines=2"
+        head, body = await caller.get(f"cloud-2:{port}", pod_path)
+        assert head.get("x-sim-node") == "edge-2" and body.count(b"\n") == 2
+        head, body = await caller.get(f"edge-1:{port}", "/metrics")
+        assert head.get("x-sim-node") == "edge-1" and len(body) == 2 << 20
+    finally:
+        caller.close()
+    assert rig.https.active <= 1  # one caller connection served all of them
+
+
+async def test_pipelined_requests_are_answered_in_order(rig: Rig) -> None:
+    caller = await tls_caller(rig)
+    try:
+        for node in ("edge-3", "cloud-2", "edge-2"):
+            caller.send(f"{node}:{rig.tls_port}", "/healthz")
+        nodes = [(await caller.response())[0].get("x-sim-node") for _ in range(3)]
+        assert nodes == ["edge-3", "cloud-2", "edge-2"]
+    finally:
+        caller.close()
+
+
+async def test_kubelet_connections_are_pooled_across_requests_and_callers(rig: Rig) -> None:
+    """Direct (cloud-2) and through the tunnel (edge-2): one kubelet connection each, whether
+    the requests share a caller connection or not."""
+    caller = await tls_caller(rig)
+    try:
+        for _ in range(5):
+            for node in ("cloud-2", "edge-2"):
+                assert (await caller.get(f"{node}:{rig.tls_port}", "/healthz"))[0].status == 200
+    finally:
+        caller.close()
+    for _ in range(5):  # new caller connections (one request each) reuse them too
+        await _wait(lambda: rig.dialer.pool.idle == 2)  # released just after the last byte
+        assert (await rig.caller().get("edge-2", "/healthz", port=rig.tls_port)).node == "edge-2"
+    assert len(rig.kubelets["edge-2"].requests) == 10
+    assert rig.edge_dials == [REAL_IPS["edge-2"]]  # the edge dialled the kubelet once
+    assert rig.dialer.dials == 2  # one socket to cloud-2, one tunnel stream to edge-2
+    assert rig.kubelets["cloud-2"].open_connections == 1
+    assert rig.kubelets["edge-2"].open_connections == 1
+
+
+async def test_stale_pooled_connection_is_discarded(rig: Rig) -> None:
+    """The kubelet restarts while our connection to it idles: the next request gets a fresh
+    connection and succeeds."""
+    kubelet = rig.kubelets["cloud-2"]
+    assert (await rig.caller().get("cloud-2", "/healthz", port=rig.tls_port)).node == "cloud-2"
+    await _wait(lambda: rig.dialer.pool.idle == 1)
+    await kubelet.__aexit__(None, None, None)  # closes every connection it had
+    await kubelet.__aenter__()
+    await asyncio.sleep(0.05)
+    resp = await rig.caller().get("cloud-2", "/healthz", port=rig.tls_port)
+    assert (resp.status, resp.node) == (200, "cloud-2")
+    assert rig.dialer.dials == 2 and rig.dialer.pool.reused == 0
+
+
+async def test_no_reuse_after_an_upgrade(rig: Rig) -> None:
+    """A WebSocket exec ends its caller connection and its upstream: neither is reused."""
+    caller = await tls_caller(rig)
+    try:
+        assert (await caller.get(f"edge-2:{rig.tls_port}", "/healthz"))[0].status == 200
+        await _wait(lambda: rig.dialer.pool.idle == 1)
+        idle_before = rig.dialer.pool.idle
+        stdout, status = await rig.caller().ws_exec_echo(
+            "edge-2", f"/exec/default/{POD.format('edge-2')}/app?command=cat", [b"hi\n"]
+        )
+        assert stdout == b"hi\n" and json.loads(status)["status"] == "Success"
+        # The exec used a new tunnel stream and kubelet connection, not the pooled one...
+        assert rig.dialer.pool.idle == idle_before == 1
+        assert rig.edge_dials == [REAL_IPS["edge-2"]] * 2
+        # ...and after it ended, nothing of it was pooled: the kubelet has only the pooled one.
+        await _wait(lambda: rig.kubelets["edge-2"].open_connections == 1)
+        # An upgrade on a kept-alive caller connection ends that connection afterwards.
+        caller.send(
+            f"edge-2:{rig.tls_port}",
+            f"/portForward/default/{POD.format('edge-2')}",
+            method="POST",
+            extra="Connection: Upgrade\r\nUpgrade: SPDY/3.1\r\n",
+        )
+        head, _ = await caller.response()
+        assert head.status == 101
+        data = os.urandom(1000)
+        caller.writer.write(data)
+        assert await caller.reader.readexactly(len(data)) == data
+        caller.writer.close()
+    finally:
+        caller.close()
+    await _wait(lambda: rig.kubelets["edge-2"].open_connections == 1)
+    assert rig.dialer.pool.idle == 1
+
+
+async def test_idle_caller_is_closed_and_caller_close_is_honoured(rig: Rig) -> None:
+    caller = await tls_caller(rig)
+    try:
+        assert (await caller.get(f"edge-3:{rig.tls_port}", "/healthz"))[0].status == 200
+        assert await caller.closed_by_peer(timeout=4.0)  # keepalive_idle_timeout is 2 s here
+    finally:
+        caller.close()
+    caller = await tls_caller(rig)
+    try:
+        caller.send(f"edge-3:{rig.tls_port}", "/healthz", extra="Connection: close\r\n")
+        assert (await caller.response())[0].status == 200
+        assert await caller.closed_by_peer(timeout=1.0)
+    finally:
+        caller.close()
+
+
+async def test_refusal_on_a_kept_connection_closes_it_after_earlier_requests(rig: Rig) -> None:
+    caller = await tls_caller(rig)
+    try:
+        assert (await caller.get(f"edge-2:{rig.tls_port}", "/healthz"))[0].status == 200
+        head, body = await caller.get("127.0.0.21", "/healthz")
+        assert head.status == 403 and b"IP address" in body
+        assert await caller.closed_by_peer(timeout=1.0)
+    finally:
+        caller.close()
+
+
+async def test_follow_stream_on_a_kept_connection_ends_with_the_caller(rig: Rig) -> None:
+    caller = await tls_caller(rig)
+    kubelet = rig.kubelets["edge-2"]
+    try:
+        assert (await caller.get(f"edge-2:{rig.tls_port}", "/healthz"))[0].status == 200
+        path = f"/containerLogs/default/{POD.format('edge-2')}/app?follow=true&tailLines=0"
+        caller.send(f"edge-2:{rig.tls_port}", path)
+        got = b""
+        while got.count(b"line") < 3:
+            got += await caller.reader.read(4096)
+        assert b"Transfer-Encoding: chunked" in got
+    finally:
+        caller.close()
+    # The follow stream's kubelet connection is dropped, never pooled.
+    await _wait(lambda: kubelet.open_connections <= 1)
+    await asyncio.sleep(0.2)
+    assert rig.dialer.pool.idle <= 1
+
+
+async def _wait(predicate: object, timeout: float = 5.0) -> None:
+    assert callable(predicate)
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.01)
