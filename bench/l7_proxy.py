@@ -6,10 +6,13 @@ Paths to the same fake kubelet (TLS, client certificate required) on 127.0.0.22:
   ravend  HTTPS front end -> tunnel (mutual TLS) -> edge -> TLS to the kubelet
   ssh     `ssh -tt -R` reverse tunnel through a throwaway sshd on loopback (skipped with a reason
           when sshd cannot start)
-Small requests: GET /healthz, one connection per request (the front end's keep-alive policy,
-applied to every path alike), at concurrency 1 and 32: req/s, p50, p99, CPU per request (this
-process: caller + proxy + kubelet; plus ssh/sshd processes for the ssh path). Large stream:
-GET /metrics of 64 MiB, MB/s. Prints JSON lines and a table. Run: `python -m bench.l7_proxy`.
+Small requests: GET /healthz at concurrency 1 and 32, in two caller modes, on every path alike:
+"new" opens a connection (and TLS handshake) per request; "keepalive" keeps one connection per
+concurrent caller, as the kube-apiserver does with its kubelet connections. Figures: req/s, p50,
+p99, CPU per request (this process: caller + proxy; plus the kubelet process, and ssh/sshd for
+the ssh path). Large stream: GET /metrics of 64 MiB, MB/s. `main()` returns bench records
+(bench/common.py: ravend's figures against ssh, or direct for the bulk share); run as
+`python -m bench.l7_proxy` it also prints every row as JSON and a table.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ from typing import Any
 from ravend.certs.tls import client_context, identity_from_peercert, server_context
 from ravend.l7proxy.edge import EdgeHandler
 from ravend.l7proxy.front_dial import UpstreamDialer
+from ravend.l7proxy.front_framing import ResponseFramer
 from ravend.l7proxy.front_splice import SocketPipe, set_nodelay, splice
 from ravend.l7proxy.frontend import FrontEnd
 from ravend.l7proxy.settings import L7TunnelSettings
@@ -287,16 +291,60 @@ def ssh_tunnel(kubelet_port: int, plain_port: int) -> Any:
                 proc.wait(5)
 
 
+Getter = Callable[[], Awaitable[int]]
+
+
+class KeptConnection:
+    """One caller connection reused for every request (re-dialled only if the server closes)."""
+
+    def __init__(self, address: tuple[str, int], tls: ssl.SSLContext | None, port: int) -> None:
+        self.address, self.tls = address, tls
+        self.request = f"GET /healthz HTTP/1.1\r\nHost: edge-2:{port}\r\n\r\n".encode()
+        self.conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self.connects = 0
+
+    async def get(self) -> int:
+        if self.conn is None:
+            host, port = self.address
+            self.conn = await asyncio.open_connection(
+                host, port, ssl=self.tls, server_hostname=host if self.tls else None
+            )
+            set_nodelay(self.conn[1])
+            self.connects += 1
+        reader, writer = self.conn
+        writer.write(self.request)
+        framer = ResponseFramer("GET")
+        while not framer.done:
+            data = await reader.read(65536)
+            if not data:
+                raise ConnectionError("server closed the kept connection mid-response")
+            framer.feed(data)
+        if not framer.reusable:
+            writer.close()
+            self.conn = None
+        assert framer.head is not None
+        return framer.head.status
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn[1].close()
+            self.conn = None
+
+
 async def rr_case(
     name: str,
-    get: Callable[[], Awaitable[int]],
+    getter: Callable[[], Getter],
     conc: int,
     total: int,
     extra_cpu: Callable[[], float],
+    *,
+    mode: str = "new",
 ) -> dict[str, Any]:
+    """`getter()` is called once per concurrent worker (one kept connection each)."""
     latencies: list[float] = []
 
     async def worker(n: int) -> None:
+        get = getter()
         for _ in range(n):
             t0 = time.perf_counter()
             assert await get() == 200
@@ -311,7 +359,7 @@ async def rr_case(
     q = statistics.quantiles(latencies, n=100)
     return {
         "path": name,
-        "case": f"c{conc}",
+        "case": f"{mode} c{conc}",
         "requests": len(latencies),
         "req_per_s": round(len(latencies) / wall),
         "p50_us": round(q[49] * 1e6),
@@ -348,12 +396,21 @@ async def measure(
     async def get() -> int:
         return (await client.get("edge-2", "/healthz")).status
 
+    kept: list[KeptConnection] = []
+
+    def keep_alive() -> Getter:
+        kept.append(KeptConnection(address, client.ssl, client.port))
+        return kept[-1].get
+
     n = 200 if quick else 1000
-    await rr_case(name, get, 4, 40, extra_cpu)  # warm-up
-    rows = [
-        await rr_case(name, get, 1, n, extra_cpu),
-        await rr_case(name, get, 32, n * 2, extra_cpu),
-    ]
+    rows = []
+    for mode, getter in (("new", lambda: get), ("keepalive", keep_alive)):
+        await rr_case(name, getter, 4, 40, extra_cpu, mode=mode)  # warm-up (and pools filled)
+        rows.append(await rr_case(name, getter, 1, n, extra_cpu, mode=mode))
+        rows.append(await rr_case(name, getter, 32, n * 2, extra_cpu, mode=mode))
+    for conn in kept:
+        conn.close()
+    rows[-1]["caller_connects"] = sum(k.connects for k in kept)
     rows.append(await bulk_case(name, client, 2 if quick else 5))
     return rows
 
@@ -394,7 +451,57 @@ async def measure_all(
     return rows
 
 
-def main() -> None:
+FIELDS = (
+    ("req_per_s", "req/s", True),
+    ("p50_us", "µs", False),
+    ("p99_us", "µs", False),
+    ("cpu_us_per_req", "µs", False),
+    ("mb_per_s", "MB/s", True),
+)
+"""(row field, unit, higher is better)."""
+
+
+def records(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Bench records: every figure of every path; ravend's against ssh of the same case (the
+    goal: better on every figure), its c32 p99 against 2 ms, its bulk rate against direct."""
+    by_case = {(r["path"], r["case"]): r for r in rows if "case" in r}
+    out: list[dict[str, Any]] = []
+    for row in (r for r in rows if "case" in r):
+        path, case = row["path"], row["case"]
+        for key, unit, higher in FIELDS:
+            if key not in row:
+                continue
+            rec: dict[str, Any] = {
+                "bench": "l7_proxy",
+                "metric": f"{path} {case} {key}",
+                "value": float(row[key]),
+                "unit": unit,
+            }
+            ssh = by_case.get((path.replace("ravend", "ssh"), case), {})
+            if path.startswith("ravend") and key in ssh and ssh[key]:
+                rec["baseline"] = float(ssh[key])
+                rec["ratio"] = rec["value"] / rec["baseline"]
+                rec["goal"] = f"{'>' if higher else '<'} ssh -R (baseline)"
+                if key == "p99_us" and case.endswith("c32"):
+                    rec["goal"] = "< 2000 µs and < ssh -R"
+            out.append(rec)
+            direct = by_case.get((path.replace("ravend", "direct"), case), {})
+            if path.startswith("ravend") and key == "mb_per_s" and direct.get(key):
+                share = {**rec, "metric": f"{path} {case} share of direct"}
+                share.update(baseline=float(direct[key]), goal=">= 0.4x direct")
+                share["ratio"] = rec["value"] / share["baseline"]
+                out.append(share)
+    return out
+
+
+async def main(quick: bool = False) -> list[dict[str, Any]]:
+    """Run every path in both caller modes; the bench records (see `records`)."""
+    return records(await run(quick))
+
+
+if __name__ == "__main__":
+    from bench.common import table as records_table
+
     parser = argparse.ArgumentParser(prog="python -m bench.l7_proxy")
     parser.add_argument("--quick", action="store_true", help="fewer requests (smoke run)")
     parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
@@ -402,13 +509,10 @@ def main() -> None:
     if args.loop == "uvloop":
         import uvloop
 
-        rows = uvloop.run(run(args.quick))
+        result = uvloop.run(run(args.quick))
     else:
-        rows = asyncio.run(run(args.quick))
-    for row in rows:
-        print(json.dumps({"bench": "l7_proxy", "loop": args.loop, **row}))
-    print(table(rows))
-
-
-if __name__ == "__main__":
-    main()
+        result = asyncio.run(run(args.quick))
+    for line in result:
+        print(json.dumps({"bench": "l7_proxy", "loop": args.loop, **line}))
+    print(table(result))
+    print(records_table(records(result)))
