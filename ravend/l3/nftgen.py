@@ -42,6 +42,8 @@ def ruleset(
     local: Iterable[str],
     path_mtu: int,
     mark: int | None,
+    *,
+    node_ip: str = "",
 ) -> NftRuleset:
     """Build the table for a node whose cross-domain path has `path_mtu`.
 
@@ -54,6 +56,10 @@ def ruleset(
     - Traffic between local and remote subnets gets an identity SNAT in a chain that runs
       before the CNI's (srcnat - 10): once a NAT binding exists, later nat chains are skipped,
       so the CNI cannot masquerade pod IPs that the far side must see unchanged.
+    - `node_ip`: traffic this host originates towards a remote subnet from an address outside
+      the cluster is SNATed to the node's InternalIP. A multi-homed node (e.g. with a public
+      uplink) picks its source from the main-table route *before* the output-chain mark reroutes
+      the packet into the tunnel, and the far side has no route back to that address.
     """
     remote, local = sort_cidrs(remote), sort_cidrs(local)
     body = _set("remote4", 4, remote) + _set("remote6", 6, remote)
@@ -87,5 +93,12 @@ def ruleset(
         "    ip daddr @remote4 ip saddr @cluster4 snat ip to ip saddr\n",
         "    ip6 daddr @remote6 ip6 saddr @cluster6 snat ip6 to ip6 saddr\n",
     ]
+    if node_ip:
+        family = "ip6" if ":" in node_ip else "ip"
+        sets = ("remote6", "cluster6") if family == "ip6" else ("remote4", "cluster4")
+        nat.append(
+            f"    {family} daddr @{sets[0]} {family} saddr != @{sets[1]} "
+            f"snat {family} to {node_ip}\n"
+        )
     body += _chain("nat", "type nat hook postrouting priority srcnat - 10", nat)
     return NftRuleset(table=table, body=body)

@@ -164,7 +164,9 @@ def _gateway(
         routes=tuple(sorted(routes)),
         rules=tuple(sorted(rules)),
         sysctls=_sysctls(links, fams, gateway=True),
-        nft=ruleset(s.nft_table, tp.remote, _local_cidrs(mine, s), path_mtu, mark=None),
+        nft=ruleset(
+            s.nft_table, tp.remote, _local_cidrs(mine, s), path_mtu, None, node_ip=lf.node_ip
+        ),
         remote_subnets=tp.remote,
         skipped=tuple(sorted({*notes, *odd})),
     )
@@ -218,7 +220,9 @@ def _member(
         routes=tuple(sorted(routes)),
         rules=tuple(sorted(rules)),
         sysctls=_sysctls([s.vxlan_link], fams, gateway=False),
-        nft=ruleset(s.nft_table, tp.remote, _local_cidrs(mine, s), path_mtu, mark=s.fwmark),
+        nft=ruleset(
+            s.nft_table, tp.remote, _local_cidrs(mine, s), path_mtu, s.fwmark, node_ip=lf.node_ip
+        ),
         remote_subnets=tp.remote,
         skipped=notes,
     )

@@ -143,6 +143,9 @@ def test_member_steers_remote_traffic_to_its_gateway_over_vxlan() -> None:
     assert st.nft is not None
     assert "meta mark set meta mark | 0x40" in st.nft.body
     assert "10.244.4.0/24" in st.nft.body and "maxseg size set 1380" in st.nft.body
+    # Host-originated traffic from a non-cluster source (a second, public uplink) is given the
+    # node's InternalIP before it enters the tunnel, or the far side could not answer it.
+    assert "ip daddr @remote4 ip saddr != @cluster4 snat ip to 172.16.2.104" in st.nft.body
     # The local pool is never in the remote set: traffic inside a pool is not touched.
     assert "10.244.3.0/24" not in st.remote_subnets
     assert {s.path: s.value for s in st.sysctls}["net/ipv4/conf/raven0/rp_filter"] == "2"
