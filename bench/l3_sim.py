@@ -2,14 +2,16 @@
 
 `L3Sim` brings up a `SimCluster` and makes L3 run on every node in one of two ways:
 
-- real agents (`python -m ravend agent` per node namespace, started by SimCluster) when the
-  composition root runs the L3 role (`ravend/planes.py` wires `L3Agent`);
-- otherwise in-process: one informer set over the admin kubeconfig feeds one `L3Agent` per node,
-  each driving its node's namespace (`netns=`), with a per-node WireGuard link name because
-  wireguard-go's UAPI sockets share /var/run/wireguard on the host.
+- real agents (the default): `python -m ravend agent` per node namespace, started by
+  SimCluster; the composition root runs the election and the L3 role, so status is written by
+  the real leader;
+- in-process (`real_agents=False`, for debugging the plane alone): one informer set over the
+  admin kubeconfig feeds one `L3Agent` per node, each driving its node's namespace (`netns=`),
+  with a per-node WireGuard link name because wireguard-go's UAPI sockets share
+  /var/run/wireguard on the host. No election runs then: `elect()` writes
+  `status.activeEndpoints` (and `status.nodes`) through the admin API, as the leader would.
 
-Until the election's pickup controller runs as a role, `elect()` plays its part: it writes
-`status.activeEndpoints` (and `status.nodes`) through the admin API, as the leader would.
+The informer view (`L3Sim.view`) is kept in both modes so tests can wait on what the API says.
 Everything is torn down by `stop()`, even after a failed test: agents cancelled, every process
 in the run's namespaces killed by PID, namespaces deleted, stray UAPI sockets removed.
 """
@@ -23,7 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import ravend.planes
 from ravend.kube.client import KubeClient, connect
 from ravend.kube.codec import endpoint_to_json
 from ravend.kube.informer import ClusterInformers
@@ -40,11 +41,6 @@ from ravend.sim.topology import Topology
 log = logging.getLogger(__name__)
 
 
-def real_agents_available() -> bool:
-    """Whether `ravend agent` runs the L3 plane itself (the composition root wires L3Agent)."""
-    return "L3Agent" in Path(ravend.planes.__file__).read_text()
-
-
 @dataclass
 class _Local:
     agent: L3Agent
@@ -54,10 +50,8 @@ class _Local:
 class L3Sim:
     """See the module docstring."""
 
-    def __init__(
-        self, topology: Topology, run_dir: Path, *, real_agents: bool | None = None
-    ) -> None:
-        self.real = real_agents_available() if real_agents is None else real_agents
+    def __init__(self, topology: Topology, run_dir: Path, *, real_agents: bool = True) -> None:
+        self.real = real_agents
         self.sim = SimCluster(topology, ClusterOptions(run_dir=run_dir, agents=self.real))
         self.topology = topology
         self.client: KubeClient | None = None

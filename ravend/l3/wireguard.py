@@ -4,7 +4,9 @@
 wireguard-go, driven through its UAPI socket. wireguard-go is started in its own session so a
 ravend restart does not kill it, and a running instance is adopted instead of restarted, so a
 restart never drops tunnel traffic. If it dies, `watch()` reports it and the next `ensure()`
-restarts it, no faster than an exponential backoff.
+restarts it, no faster than an exponential backoff. Starting and deleting wait until no other
+instance of the name is left in the namespace (`ravend.l3.wgproc` says why), and an instance
+that is slow to answer is never replaced.
 """
 
 from __future__ import annotations
@@ -16,12 +18,21 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
+from ravend.l3 import wgproc
 from ravend.l3.keys import load_or_create
 from ravend.l3.netlink import kernel_wireguard_available
 from ravend.l3.ops import ConfigureWireGuard
 from ravend.l3.settings import L3Settings, WireGuardBackend
 from ravend.l3.state import WgDeviceState, WgPeerState
-from ravend.l3.uapi import SOCKET_DIR, PeerUpdate, SetRequest, UapiClient, UapiError, socket_path
+from ravend.l3.uapi import (
+    SOCKET_DIR,
+    PeerUpdate,
+    SetRequest,
+    UapiClient,
+    UapiError,
+    UapiProtocolError,
+    socket_path,
+)
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +83,13 @@ class UserspaceWireGuard:
         self._failures: dict[str, tuple[int, float]] = {}
         self.starts = 0
         """How many wireguard-go processes this object started (adoptions do not count)."""
+        self.stop_timeout_s = wgproc.STOP_TIMEOUT_S
+        """Grace after SIGTERM before a stopping wireguard-go is killed."""
+        self.uapi_timeout_s = 5.0
+        """Deadline of one UAPI request; a live but slower instance is reported, not replaced."""
 
     def client(self, name: str) -> UapiClient:
-        return UapiClient(socket_path(name, self.socket_dir))
+        return UapiClient(socket_path(name, self.socket_dir), self.uapi_timeout_s)
 
     async def state(self, name: str) -> WgDeviceState | None:
         try:
@@ -82,13 +97,25 @@ class UserspaceWireGuard:
         except (OSError, UapiError, TimeoutError):
             return None
 
+    async def _running(self, name: str) -> bool:
+        """Whether an instance answers on `name`'s socket. A timeout or protocol error raises:
+        a slow instance is alive, and starting a second one would kill both (see wgproc)."""
+        try:
+            await self.client(name).get()
+        except (FileNotFoundError, ConnectionRefusedError, ConnectionResetError, UapiProtocolError):
+            return False  # no socket, a stale one of a dead instance, or one on its way out
+        return True
+
     async def ensure(self, name: str) -> None:
-        if await self.state(name) is not None:
+        if await self._running(name):
             return  # running: ours or adopted from a previous ravend
         count, not_before = self._failures.get(name, (0, 0.0))
         if time.monotonic() < not_before:
             raise RuntimeError(f"wireguard-go {name}: restart backing off")
-        _unlink(socket_path(name, self.socket_dir))  # stale socket from a dead instance
+        # An instance without a working socket is on its way out; wait for it to be gone or it
+        # removes the new instance's socket when it exits. No unlink of our own: wireguard-go
+        # replaces a stale socket file itself and refuses a live one.
+        await self._stop_all(name)
         argv = _netns_argv(self.netns, [self.settings.wireguard_go_binary, "-f", name])
         # Own session: a signal to ravend's process group must not take the tunnel down.
         proc = await asyncio.create_subprocess_exec(
@@ -124,19 +151,20 @@ class UserspaceWireGuard:
         return code
 
     async def delete(self, name: str) -> None:
-        proc = self.procs.pop(name, None)
-        if proc is not None and proc.returncode is None:
-            proc.terminate()
-            try:
-                async with asyncio.timeout(3):
-                    await proc.wait()
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-        else:
-            # Adopted (or unknown) instance: deleting its TUN link makes wireguard-go exit.
-            await _run(["ip", *self._n(), "link", "del", "dev", name], ok=(1,))
-        _unlink(socket_path(name, self.socket_dir))
+        # Ours or adopted alike: stop every instance of the name and wait until it is gone, so a
+        # CreateWireGuard right after (L3 toggled back on) starts on a clean slate.
+        self.procs.pop(name, None)
+        await self._stop_all(name)
+        await _run(["ip", *self._n(), "link", "del", "dev", name], ok=(1,))
+        if not await self._running(name):
+            _unlink(socket_path(name, self.socket_dir))  # left by a SIGKILLed instance
+
+    async def _stop_all(self, name: str) -> None:
+        binary = self.settings.wireguard_go_binary
+        pids = await asyncio.to_thread(wgproc.instances, name, self.netns, binary)
+        if pids:
+            log.info("stopping wireguard-go for %s (pids %s)", name, pids)
+            await wgproc.stop(pids, self.stop_timeout_s)
 
     def _n(self) -> list[str]:
         return ["-n", self.netns] if self.netns else []

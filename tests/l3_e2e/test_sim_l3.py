@@ -1,9 +1,9 @@
 """L3 end to end on the simulated three-region cluster (raven-reference section 8).
 
 One cluster per module (bring-up ~3 s, tunnels ~5 s); tests run in file order and each leaves
-the cluster as it found it, the failover test last. The L3 plane runs as the real agents when the
-composition root wires it, else as in-process L3Agents per node namespace (bench/l3_sim.py), with
-the test standing in for the election where status must change.
+the cluster as it found it, the failover test last. Every node runs the real `ravend agent`
+process (election, L3 role, L7), so gateway status is written by the real leader: nothing here
+stands in for the election.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import pytest_asyncio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from bench.l3_sim import L3Sim
+from ravend.model import CONFIG_PUBLIC_KEY, EndpointType
 from ravend.sim.topology_default import default_topology
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow, pytest.mark.asyncio(loop_scope="module")]
@@ -31,12 +32,10 @@ PODS = "10.244.0.0/16"
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def l3(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[L3Sim]:
-    s = L3Sim(default_topology(), tmp_path_factory.mktemp("l3sim"))
+    s = L3Sim(default_topology(), tmp_path_factory.mktemp("l3sim"), real_agents=True)
     await s.start()
     try:
         await s.wait_synced()
-        if not s.real:
-            await s.elect_all()
         mesh = await s.wait_mesh(40)
         assert all(mesh.values()), [k for k, ok in mesh.items() if not ok]
         yield s
@@ -192,23 +191,46 @@ async def test_l3_toggle_off_removes_everything_and_on_restores(l3: L3Sim) -> No
     assert all(mesh.values()), [k for k, ok in mesh.items() if not ok]
 
 
+async def _candidate_ready(l3: L3Sim, gateway: str, node: str) -> None:
+    """Wait until `node` is a tunnel candidate of `gateway` that has published its key."""
+    async with asyncio.timeout(20):
+        while True:
+            gw = l3.view.value.gateways.get(gateway)
+            eps = [e for e in gw.spec.endpoints if e.node_name == node] if gw else []
+            if any(e.type == EndpointType.TUNNEL and e.config.get(CONFIG_PUBLIC_KEY) for e in eps):
+                return
+            await l3.view.wait_newer(l3.view.version)
+
+
+def _active_tunnel(l3: L3Sim, gateway: str) -> list[str]:
+    gw = l3.view.value.gateways[gateway]
+    return [e.node_name for e in gw.active(EndpointType.TUNNEL)]
+
+
+async def _wait_active(l3: L3Sim, gateway: str, nodes: list[str], timeout: float = 5) -> None:
+    async with asyncio.timeout(timeout):
+        while _active_tunnel(l3, gateway) != nodes:
+            await l3.view.wait_newer(l3.view.version)
+
+
 async def test_failover_to_the_second_tunnel_candidate(l3: L3Sim) -> None:
+    """Two tunnel candidates; the active one's links are cut; the real leader moves the
+    endpoint and cross-pool traffic comes back through the other one."""
     await l3.add_tunnel_candidate("gw-qingdao", QD_PROXY)
+    await _candidate_ready(l3, "gw-qingdao", QD_PROXY)
+    assert _active_tunnel(l3, "gw-qingdao") == [QD_GW]
     targets = [l3.pod_ip(CLOUD_W), l3.pod_ip(HZ_W)]
     await l3.sim.cut_links(QD_GW)
     loop = asyncio.get_running_loop()
     start = loop.time()
     try:
-        if not l3.real:
-            await l3.elect("gw-qingdao", [QD_PROXY])  # the election's decision, written by hand
-        async with asyncio.timeout(60 if l3.real else 20):
+        async with asyncio.timeout(30):
             while not all(
                 await asyncio.gather(*(l3.sim.ping(QD_PROXY, t, wait=0.5) for t in targets))
             ):
                 await asyncio.sleep(0.1)
         print(f"cross-pool traffic restored {loop.time() - start:.2f} s after the cut")
+        await _wait_active(l3, "gw-qingdao", [QD_PROXY])  # the real election moved it
         assert await l3.sim.ping(CLOUD_W, l3.pod_ip(QD_PROXY))
     finally:
         await l3.sim.restore_links(QD_GW)
-        if not l3.real:
-            await l3.elect("gw-qingdao", [QD_GW])
