@@ -1,18 +1,14 @@
 """Soak: bounded connection churn through front end -> tunnel -> edge -> fake kubelet (loopback).
 
-For `seconds` (60 by default) per event loop, `workers` callers loop over a mix that churns
-connections at every hop: a new TLS connection per GET, keep-alive connections that send a few
-requests and close, `logs -f` streams the caller aborts after a few chunks, WebSocket exec and
-port-forward echoes, 256 KiB /metrics, callers that vanish mid-head or right after the TLS
-handshake; and every `tunnel_period` seconds the edge's tunnel client is cancelled and started
-again (a tunnel reconnect under load). Requests that fail across a tunnel restart count as
-"disrupted", any other failure as an error.
-
-Each loop (the default asyncio loop, then uvloop) runs in its own child process, so an abort
-inside the loop ("double free or corruption", SIGABRT) is a non-zero exit, recorded as
-"survived 0", never a lost benchmark run. Around the load the child measures open fds, asyncio
-tasks and RSS (after a settle time that lets idle pools close), so leaks show as growth.
-
+For `seconds` (60) per event loop, `workers` callers loop over a mix that churns connections at
+every hop: a new TLS connection per GET, keep-alive callers that close after a few requests,
+`logs -f` streams aborted after a few chunks, WebSocket exec and port-forward echoes, 256 KiB
+/metrics, callers that vanish mid-head or right after the handshake; every `TUNNEL_PERIOD` s
+the edge's tunnel client is cancelled and started again. Failures across a tunnel restart count
+as "disrupted", any other as an error. Each loop (asyncio, then uvloop) runs in a child process,
+so an abort inside the loop ("double free or corruption", SIGABRT) is a non-zero exit, recorded
+as "survived 0". Open fds, tasks, live Python blocks and RSS are measured before and after the
+load (after a settle time that lets idle pools close), so leaks show as growth.
 `main()` returns bench records (bench/common.py); `python -m bench.l7_soak` also prints them as
 JSON lines and a table. Network I/O on 127.0.0.x only.
 """
@@ -25,6 +21,7 @@ import contextlib
 import gc
 import json
 import os
+import ssl
 import sys
 import time
 from collections import Counter
@@ -33,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.common import fmt
 from bench.l7_proxy import CLIENT_USAGES, KUBELET_IP, free_port, view
 from ravend.certs.tls import client_context, identity_from_peercert, server_context
 from ravend.l7proxy.edge import EdgeHandler
@@ -48,25 +46,17 @@ from ravend.sim.apiserver.pki import ClusterCA
 from ravend.sim.kubelet import FakeKubelet, serving_context
 from ravend.sim.kubelet_client import KubeletClient, fixed_resolver
 
-SECONDS = 60.0
-WORKERS = 24
-TUNNEL_PERIOD = 5.0
+SECONDS, WORKERS, TUNNEL_PERIOD = 60.0, 24, 5.0
 SETTLE = 2.5
 """Seconds of quiet before measuring: idle upstreams (1 s) and callers must be gone by then."""
 NODE, POD = "edge-2", "soak-pod"
 METRICS_BYTES = 256 * 1024
 TUNNEL = L7TunnelSettings(
-    port=0,
-    keepalive_interval=1.0,
-    keepalive_timeout=3.0,
-    reconnect_initial_delay=0.05,
-    reconnect_max_delay=0.5,
-    drain_timeout=1.0,
-)
-ROOT = Path(__file__).resolve().parent.parent
-
-
-# ---- the path under test -------------------------------------------------------------------
+    port=0, keepalive_interval=1.0, keepalive_timeout=3.0, reconnect_initial_delay=0.05,
+    reconnect_max_delay=0.5, drain_timeout=1.0,
+)  # fmt: skip
+ROOT, LOCAL = Path(__file__).resolve().parent.parent, "127.0.0.1"
+SERVER = ["digital signature", "server auth"]
 
 
 @dataclass
@@ -75,60 +65,56 @@ class Rig:
     front: FrontEnd
     tunnels: TunnelServer
     kubelet: FakeKubelet
-    dialer: UpstreamDialer
     start_edge: Callable[[], asyncio.Task[None]]
     epoch: int = 0
     """Bumped when a tunnel restart begins (odd) and when it is done (even): a request that
     began at an odd epoch or saw it change was disrupted by a restart, not failed by the proxy."""
     restarts: int = 0
-    last_restart: float = float("-inf")
-    """When the last tunnel restart completed (monotonic)."""
+    last_restart: float = float("-inf")  # monotonic end of the last restart
+
+
+def contexts(ca: ClusterCA) -> dict[str, ssl.SSLContext]:
+    """front (server), proxy (to kubelets), edge (tunnel client), caller (the apiserver)."""
+    front = ca.issue("system:node:cloud-1", ["system:nodes"], usages=SERVER, sans=["127.0.0.1"])
+    edge = ca.issue("ravend:tunnel:edge-1", ["ravend:tunnel-clients"], usages=CLIENT_USAGES)
+    caller = ca.issue("kube-apiserver-kubelet-client", ["system:masters"], usages=CLIENT_USAGES)
+    return {
+        "front": server_context(*front, ca.cert_pem),
+        "proxy": client_context(None, *ca.issue("ravend-proxy-client", usages=CLIENT_USAGES)),
+        "edge": client_context(ca.cert_pem, *edge),
+        "caller": client_context(ca.cert_pem, *caller),
+    }
 
 
 @contextlib.asynccontextmanager
 async def rig() -> AsyncIterator[Rig]:
     ca = ClusterCA.create()
+    tls = contexts(ca)
     port, plain_port = free_port(), free_port()
-    front_cert, front_key = ca.issue(
-        "system:node:cloud-1",
-        ["system:nodes"],
-        usages=["digital signature", "server auth"],
-        sans=["127.0.0.1"],
-    )
-    server_tls = server_context(front_cert, front_key, ca.cert_pem)
-    proxy_tls = client_context(None, *ca.issue("ravend-proxy-client", usages=CLIENT_USAGES))
-    edge_cert = ca.issue("ravend:tunnel:edge-1", ["ravend:tunnel-clients"], usages=CLIENT_USAGES)
-    edge_tls = client_context(ca.cert_pem, *edge_cert)
-    caller_cert = ca.issue(
-        "kube-apiserver-kubelet-client", ["system:masters"], usages=CLIENT_USAGES
-    )
     latest = Latest(view(port, plain_port))
 
     async def pods(namespace: str, name: str) -> str | None:
         return NODE if (namespace, name) == ("default", POD) else None
 
-    tunnels = TunnelServer(server_tls, TUNNEL, identity_of=identity_from_peercert, host="127.0.0.1")
-    dialer = UpstreamDialer(lambda: proxy_tls, tunnels, pool=PoolSettings(idle_timeout=1.0))
+    tunnels = TunnelServer(tls["front"], TUNNEL, identity_of=identity_from_peercert, host=LOCAL)
+    dialer = UpstreamDialer(lambda: tls["proxy"], tunnels, pool=PoolSettings(idle_timeout=1.0))
     front = FrontEnd(
-        me="cloud-1", view=latest, pods=pods, upstreams=dialer, ssl_context=server_tls,
-        host="127.0.0.1", settings=FrontSettings(head_timeout=2.0, keepalive_idle_timeout=1.0),
+        me="cloud-1", view=latest, pods=pods, upstreams=dialer, ssl_context=tls["front"],
+        host=LOCAL, settings=FrontSettings(head_timeout=2.0, keepalive_idle_timeout=1.0),
     )  # fmt: skip
-    kubelet_tls = serving_context(ca.cert_pem, ca.key_pem, NODE, [KUBELET_IP])
     kubelet = FakeKubelet(
-        NODE, KUBELET_IP, kubelet_tls, port=port, read_only_port=plain_port,
-        metrics_bytes=METRICS_BYTES, log_interval=0.02,
+        NODE, KUBELET_IP, serving_context(ca.cert_pem, ca.key_pem, NODE, [KUBELET_IP]),
+        port=port, read_only_port=plain_port, metrics_bytes=METRICS_BYTES, log_interval=0.02,
     )  # fmt: skip
-    handler = EdgeHandler("edge-1", latest, lambda: proxy_tls)
+    handler = EdgeHandler("edge-1", latest, lambda: tls["proxy"])
     async with kubelet, tunnels, front, asyncio.TaskGroup() as tg:
 
         def start_edge() -> asyncio.Task[None]:
-            server = ServerAddress("127.0.0.1", tunnels.port, edge_tls)
+            server = ServerAddress(LOCAL, tunnels.port, tls["edge"])
             return tg.create_task(TunnelClient([server], handler, TUNNEL).run())
 
-        caller = client_context(ca.cert_pem, *caller_cert)
-        client = KubeletClient(fixed_resolver("127.0.0.1", front.port), caller, port)
-        r = Rig(client, front, tunnels, kubelet, dialer, start_edge)
-        yield r
+        client = KubeletClient(fixed_resolver(LOCAL, front.port), tls["caller"], port)
+        yield Rig(client, front, tunnels, kubelet, start_edge)
 
 
 async def wait_connected(r: Rig, old: object = None, timeout: float = 10.0) -> None:
@@ -137,9 +123,6 @@ async def wait_connected(r: Rig, old: object = None, timeout: float = 10.0) -> N
     async with asyncio.timeout(timeout):
         while r.tunnels.session("edge-1") in (None, old):
             await asyncio.sleep(0.01)
-
-
-# ---- the operations ------------------------------------------------------------------------
 
 
 async def op_get(r: Rig) -> None:
@@ -171,12 +154,9 @@ async def op_follow_abort(r: Rig) -> None:
     ex = await r.client.open(NODE, "GET", path)
     try:
         _expect(ex.head.status == 200, f"follow: HTTP {ex.head.status}")
-        n = 0
-        async for chunk in ex.chunks():
-            _expect(chunk.startswith(NODE.encode()), "follow: foreign line")
-            n += 1
-            if n == 3:
-                break
+        lines = ex.chunks()
+        for _ in range(3):
+            _expect((await anext(lines)).startswith(NODE.encode()), "follow: foreign line")
     finally:
         ex.writer.transport.abort()  # the caller vanishes mid-stream
 
@@ -202,40 +182,27 @@ async def op_metrics(r: Rig) -> None:
 
 async def op_vanish(r: Rig) -> None:
     """Half a request head, then gone; and a bare TLS handshake, then gone."""
-    _, writer = await asyncio.open_connection(
-        "127.0.0.1", r.front.port, ssl=r.client.ssl, server_hostname="127.0.0.1"
-    )
-    writer.write(f"GET /healthz HTTP/1.1\r\nHost: {NODE}".encode())
-    await writer.drain()
-    writer.transport.abort()
-    _, writer = await asyncio.open_connection(
-        "127.0.0.1", r.front.port, ssl=r.client.ssl, server_hostname="127.0.0.1"
-    )
-    writer.transport.abort()
+    for head in (f"GET /healthz HTTP/1.1\r\nHost: {NODE}".encode(), b""):
+        _, w = await asyncio.open_connection(LOCAL, r.front.port, ssl=r.client.ssl)
+        w.write(head)
+        await w.drain()
+        w.transport.abort()
 
 
 OPS: tuple[tuple[str, Callable[[Rig], Awaitable[None]]], ...] = (
-    ("get", op_get),
-    ("keepalive", op_keepalive),
-    ("follow", op_follow_abort),
-    ("get", op_get),
-    ("ws_exec", op_ws_exec),
-    ("port_forward", op_port_forward),
-    ("metrics", op_metrics),
+    ("get", op_get), ("keepalive", op_keepalive), ("follow", op_follow_abort), ("get", op_get),
+    ("ws_exec", op_ws_exec), ("port_forward", op_port_forward), ("metrics", op_metrics),
     ("vanish", op_vanish),
-)
+)  # fmt: skip
 
 
 class SoakError(Exception):
-    pass
+    """A response that is not what the fake kubelet sends."""
 
 
 def _expect(ok: bool, what: str) -> None:
     if not ok:
         raise SoakError(what)
-
-
-# ---- the soak ------------------------------------------------------------------------------
 
 
 @dataclass
@@ -313,6 +280,7 @@ async def soak(seconds: float, workers: int) -> dict[str, Any]:
         warm = Tally()
         await asyncio.gather(*(worker(r, warm, i, time.monotonic() + 1.0) for i in range(len(OPS))))
         await asyncio.sleep(SETTLE)
+        r.kubelet.requests.clear()  # the fake kubelet logs every request: not the proxy's memory
         before = usage()
         tally, t0 = Tally(), time.monotonic()
         deadline = t0 + seconds
@@ -323,6 +291,7 @@ async def soak(seconds: float, workers: int) -> dict[str, Any]:
                 tg.create_task(worker(r, tally, i, deadline))
         wall = time.monotonic() - t0
         await asyncio.sleep(SETTLE)
+        r.kubelet.requests.clear()
         after = usage()
         leftovers = {"kubelet_open": r.kubelet.open_connections, "front_active": r.front.active}
         edge[0].cancel()
@@ -342,17 +311,13 @@ def run_in_this_process(loop: str, seconds: float, workers: int) -> dict[str, An
     if loop == "uvloop":
         import uvloop
 
-        result: dict[str, Any] = uvloop.run(soak(seconds, workers))
-    else:
-        result = asyncio.run(soak(seconds, workers))
-    return {"loop": loop, **result}
-
-
-# ---- parent: one child per loop, records ---------------------------------------------------
+        return {"loop": loop, **uvloop.run(soak(seconds, workers))}
+    return {"loop": loop, **asyncio.run(soak(seconds, workers))}
 
 
 async def run_child(loop: str, seconds: float, workers: int) -> dict[str, Any]:
-    """The soak on `loop` in a child process; `rc`/`signal` say how it ended."""
+    """The soak on `loop` in a child process; `rc` < 0 means killed by that signal (-6: abort,
+    -9: killed here after the time limit)."""
     argv = ["-m", "bench.l7_soak", "--run-loop", loop, "--seconds", str(seconds)]
     proc = await asyncio.create_subprocess_exec(
         sys.executable, *argv, "--workers", str(workers), cwd=str(ROOT),
@@ -376,36 +341,46 @@ async def run_child(loop: str, seconds: float, workers: int) -> dict[str, Any]:
 
 def records(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
-
-    def rec(loop: str, metric: str, value: float, unit: str = "", **extra: Any) -> None:
-        out.append({"bench": "l7_soak", "metric": f"{loop} {metric}", "value": float(value),
-                    "unit": unit, **extra})  # fmt: skip
-
     for res in results:
-        loop = res["loop"]
-        rec(loop, "survived", res["rc"] == 0, "", goal="= 1 (child exited 0: no abort)")
-        if "requests" not in res:
-            continue
-        b, a = res["before"], res["after"]
-        rec(loop, "requests", res["requests"], "", seconds=res["seconds"])
-        rec(loop, "req/s", res["req_per_s"], "req/s")
-        rec(loop, "errors", res["errors"], "", goal="= 0")
-        rec(loop, "disrupted by tunnel restarts", res["disrupted"], "")
-        rec(loop, "tunnel restarts", res["tunnel_restarts"], "")
-        rec(loop, "open fds after", a["fds"], "", baseline=b["fds"], goal="= before")
-        rec(loop, "tasks after", a["tasks"], "", baseline=b["tasks"], goal="= before")
-        rec(loop, "RSS growth", a["rss_mib"] - b["rss_mib"], "MiB", baseline=b["rss_mib"])
-        rec(loop, "live Python blocks after", a["blocks"], "", baseline=b["blocks"])
-        rec(loop, "kubelet connections left", res["kubelet_open"], "", goal="= 0")
+        b, a = res.get("before", {}), res.get("after", {})
+        rows: list[tuple[str, float, str, dict[str, Any]]] = [
+            ("survived", res["rc"] == 0, "", {"goal": "= 1 (child exited 0: no abort)"})
+        ]
+        if "requests" in res:
+            rows += [
+                ("requests", res["requests"], "", {"seconds": res["seconds"]}),
+                ("req/s", res["req_per_s"], "req/s", {}),
+                ("errors", res["errors"], "", {"goal": "= 0"}),
+                ("disrupted by tunnel restarts", res["disrupted"], "", {}),
+                ("tunnel restarts", res["tunnel_restarts"], "", {}),
+                ("open fds after", a["fds"], "", {"baseline": b["fds"], "goal": "= before"}),
+                ("tasks after", a["tasks"], "", {"baseline": b["tasks"], "goal": "= before"}),
+                ("RSS growth", a["rss_mib"] - b["rss_mib"], "MiB", {"baseline": b["rss_mib"]}),
+                ("live Python blocks after", a["blocks"], "", {"baseline": b["blocks"]}),
+                ("kubelet connections left", res["kubelet_open"], "", {"goal": "= 0"}),
+            ]
+        out += [
+            {"bench": "l7_soak", "metric": f"{res['loop']} {m}", "value": float(v), "unit": u, **x}
+            for m, v, u, x in rows
+        ]
     return out
 
 
 async def main(seconds: float = SECONDS, workers: int = WORKERS) -> list[dict[str, Any]]:
     """Soak on the default loop, then on uvloop, each in a child process."""
     results = [await run_child(loop, seconds, workers) for loop in ("asyncio", "uvloop")]
+    recs = records(results)
     for res in results:
+        # One human line per loop (not JSON: `python -m bench` keeps it out of the records).
+        mine = [r for r in recs if r["metric"].startswith(res["loop"] + " ")]
+        figures = ", ".join(
+            f"{r['metric'].split(' ', 1)[1]} {fmt(r['value'])}"
+            + (f" (before {fmt(r['baseline'])})" if "baseline" in r else "")
+            for r in mine
+        )
+        print(f"{res['loop']}: {figures} {res.get('stderr_tail', '')[-300:]}", flush=True)
         print(json.dumps({"bench": "l7_soak_detail", **res}), file=sys.stderr, flush=True)
-    return records(results)
+    return recs
 
 
 if __name__ == "__main__":
