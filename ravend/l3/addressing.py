@@ -9,18 +9,32 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 from collections.abc import Iterable
+from functools import lru_cache
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+_CACHE = 1 << 16
+"""Parsed CIDRs kept: a pass over 4,000 remote subnets re-sorts the same strings many times,
+and `ipaddress` parsing was most of the planner's time (bench/l3_plan.py)."""
+
+
+@lru_cache(maxsize=_CACHE)
+def cidr_key(cidr: str) -> tuple[int, int, int, str]:
+    """(family, network as int, prefix length, normalised text) of a CIDR or bare IP; the
+    first three sort like `ipaddress` networks. Raises ValueError for garbage (pure, cached)."""
+    net = ipaddress.ip_network(cidr, strict=False)
+    return net.version, int(net.network_address), net.prefixlen, str(net)
+
+
 def family(cidr_or_ip: str) -> int:
     """4 or 6."""
-    return ipaddress.ip_network(cidr_or_ip, strict=False).version
+    return cidr_key(cidr_or_ip)[0]
 
 
 def normalise(cidr: str) -> str:
     """Canonical text of a CIDR or bare IP ("10.0.0.1" -> "10.0.0.1/32", host bits cleared)."""
-    return str(ipaddress.ip_network(cidr, strict=False))
+    return cidr_key(cidr)[3]
 
 
 def host_cidr(ip: str) -> str:
@@ -30,7 +44,7 @@ def host_cidr(ip: str) -> str:
 
 def is_valid_cidr(text: str) -> bool:
     try:
-        ipaddress.ip_network(text, strict=False)
+        cidr_key(text)
     except ValueError:
         return False
     return True
@@ -38,8 +52,7 @@ def is_valid_cidr(text: str) -> bool:
 
 def sort_cidrs(cidrs: Iterable[str]) -> tuple[str, ...]:
     """Unique, normalised, sorted by (family, network, prefix) for deterministic output."""
-    nets = {ipaddress.ip_network(c, strict=False) for c in cidrs}
-    return tuple(str(n) for n in sorted(nets, key=lambda n: (n.version, n)))
+    return tuple(k[3] for k in sorted({cidr_key(c) for c in cidrs}))
 
 
 def overlaps(a: str, b: str) -> bool:

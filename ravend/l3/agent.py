@@ -35,7 +35,7 @@ from ravend.l3.keys import load_or_create, public_from_private
 from ravend.l3.metrics import OPS_APPLIED, OPS_FAILED, PASS_SECONDS
 from ravend.l3.netlink import underlay_mtu, watch_owned
 from ravend.l3.ops import Op
-from ravend.l3.plan import KEY_FILE, LocalFacts, plan
+from ravend.l3.plan import KEY_FILE, LocalFacts, PlanCache
 from ravend.l3.probe import ProbeSettings, probe_targets
 from ravend.l3.probe_io import Prober
 from ravend.l3.settings import L3Settings
@@ -61,6 +61,11 @@ class Kernel(Protocol):
 
     async def snapshot(self, desired: L3State) -> KernelSnapshot: ...
     async def apply(self, ops: Sequence[Op]) -> list[OpFailure]: ...
+    async def readback(
+        self, desired: L3State, before: KernelSnapshot, ops: Sequence[Op]
+    ) -> KernelSnapshot:
+        """The kernel after `ops` were applied to `before` (may re-read only what they wrote)."""
+        ...
 
 
 async def publish_public_key(
@@ -166,6 +171,7 @@ class L3Agent:
         self.public_key = ""
         self.prober = Prober(node_ip, self.s.probe_interval_s, probe, netns=netns)
         self.planned: L3State = EMPTY
+        self._plans = PlanCache()
         self.present: KernelSnapshot = KernelSnapshot()
         self.last_failures: list[OpFailure] = []
         self.passes = 0
@@ -199,6 +205,7 @@ class L3Agent:
         self._count(ops, failures)
         log.info("L3 disabled: removed %d objects, %d failures", len(ops), len(failures))
         self.planned, self.last_failures = EMPTY, failures
+        self._plans.clear()
         self.present = await kernel.snapshot(EMPTY)
         self.prober.targets.publish(("", ()))
 
@@ -288,7 +295,8 @@ class L3Agent:
 
     async def _reconcile(self, kernel: Kernel, view: ClusterView) -> tuple[bool, str]:
         mtu = 1500 if self._injected else await underlay_mtu(self.node_ip, self.netns)
-        desired = plan(view, self.node_name, self.s, LocalFacts(self.public_key, mtu, self.node_ip))
+        facts = LocalFacts(self.public_key, mtu, self.node_ip)
+        desired = self._plans.plan(view, self.node_name, self.s, facts)
         if desired != self.planned:
             log.info(
                 "L3 plan: role=%s gateway=%s %s skipped=%s",
@@ -306,7 +314,7 @@ class L3Agent:
             log.info("L3 applying %d ops (%s)", len(ops), _summary(ops))
             failures = await kernel.apply(ops)
             self._count(ops, failures)
-            actual = await kernel.snapshot(desired)
+            actual = await kernel.readback(desired, actual, ops)
         self.present, self.last_failures = actual, failures
         remaining = diff(desired, actual, self.s) if ops else []
         if failures:
@@ -328,8 +336,13 @@ class L3Agent:
     # ---- triggers -----------------------------------------------------------------------------
 
     async def _forward_views(self) -> None:
-        async for _ in self.view.updates():
-            self._wake.set()
+        # Only views that change what L3 plans from wake a pass (not heartbeat Leases).
+        seen: tuple[object, ...] | None = None
+        async for view in self.view.updates():
+            key = (view.synced, view.gateways, view.nodes, view.raven_cfg)
+            if key != seen:
+                seen = key
+                self._wake.set()
 
     async def _kernel_events(self) -> None:
         while True:

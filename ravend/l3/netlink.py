@@ -139,15 +139,18 @@ async def _neighbours(
     return tuple(sorted(fdb)), tuple(sorted(neigh))
 
 
-async def read_objects(s: L3Settings, netns: str | None = None) -> NetlinkObjects:
-    """Dump ravend's links, routes, rules, FDB and neighbours from the kernel."""
+async def read_objects(
+    s: L3Settings, netns: str | None = None, *, routes: bool = True
+) -> NetlinkObjects:
+    """Dump ravend's links, routes (unless `routes=False`: the kernel adapter reads them with
+    `ip -j`, much faster at thousands), rules, FDB and neighbours from the kernel."""
     async with AsyncIPRoute(**({"netns": netns} if netns else {})) as ipr:
         links, index = await _links(ipr, s.owned_links)
         vx_index = next((i for i, n in index.items() if n == s.vxlan_link), None)
-        routes = await _routes(ipr, s, index)
+        routes_ = await _routes(ipr, s, index) if routes else ()
         rules = await _rules(ipr, s)
         fdb, neigh = await _neighbours(ipr, vx_index)
-    return NetlinkObjects(links, routes, rules, fdb, neigh)
+    return NetlinkObjects(links, routes_, rules, fdb, neigh)
 
 
 async def kernel_wireguard_available(netns: str | None = None) -> bool:

@@ -9,7 +9,7 @@ import secrets
 import signal
 import subprocess
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import MappingProxyType
 
@@ -232,3 +232,25 @@ def test_ip_lines_are_what_iproute2_expects() -> None:
         == "route replace 0.0.0.0/0 via 240.0.0.1 dev raven0 table 9027 proto 76 mtu 1420"
     )
     assert ip_line(o.SetSysctl(Sysctl("net/ipv4/ip_forward", "1")), s) is None
+
+
+async def test_targeted_readback_after_a_peer_switch_matches_a_full_snapshot(node: Node_) -> None:
+    n = node
+    await converge(n, desired(n))
+    # The far gateway switched node: a new peer key, the same subnets. One WireGuard op.
+    want = desired(n)
+    before = await n.k.snapshot(want)
+    ops = diff(want, before, n.s)
+    assert [type(op) for op in ops] == [o.ConfigureWireGuard]
+    assert await n.k.apply(ops) == []
+    after = await n.k.readback(want, before, ops)
+    full = await n.k.snapshot(want)
+    assert diff(want, after, n.s) == [] == diff(want, full, n.s)
+    assert replace(after, wireguard=None) == replace(full, wireguard=None)
+    assert after.wireguard is not None and full.wireguard is not None
+    keys = {p.public_key for p in after.wireguard.peers}
+    assert keys == {p.public_key for p in full.wireguard.peers}
+    # Dropping a route is not something a WireGuard read-back can see: that pass reads all.
+    sh("ip", "-n", n.ns, "route", "del", "10.10.0.0/24", "table", str(n.s.tunnel_table))
+    gone = await n.k.readback(want, after, [o.DelRoute(want.routes[0])])
+    assert diff(want, gone, n.s) != []

@@ -266,3 +266,31 @@ def test_plan_is_deterministic_whatever_the_input_order() -> None:
             random.Random(seed).shuffle(gws)
             results.add(repr(run(node, view(dict(items), dict(gws)))))
         assert len(results) == 1, node
+
+
+def test_plan_cache_replans_only_when_what_l3_reads_changes() -> None:
+    from ravend.l3.plan import PlanCache
+    from ravend.model import Lease
+
+    cache, v = PlanCache(), view()
+    first = cache.plan(v, "cloud-gw", S, facts("cloud-gw"))
+    assert first == run("cloud-gw")
+    # A heartbeat Lease renewal: a new view with new maps holding the same objects.
+    lease = Lease(ObjectMeta("ravend-node-x"), holder="x", renew_time="t1")
+    renewed = replace(
+        v,
+        gateways=MappingProxyType(dict(v.gateways)),
+        nodes=MappingProxyType(dict(v.nodes)),
+        leases=MappingProxyType({"ravend-node-x": lease}),
+        revision=v.revision + 1,
+    )
+    assert cache.plan(renewed, "cloud-gw", S, facts("cloud-gw")) is first
+    assert cache.hits == 1
+    # The edge pools lose their gateways' keys: a real input change, replanned.
+    keyless = view(no_key=frozenset({"hz-gw", "qd-gw"}))
+    again = cache.plan(keyless, "cloud-gw", S, facts("cloud-gw"))
+    assert again == run("cloud-gw", keyless) and again != first
+    assert cache.hits == 1
+    # So do this node's own facts (e.g. the underlay MTU).
+    lower = replace(facts("cloud-gw"), underlay_mtu=1400)
+    assert cache.plan(keyless, "cloud-gw", S, lower).wireguard != again.wireguard

@@ -49,6 +49,11 @@ class AsyncMemoryKernel:
         self.snapshots += 1
         return self.mem.snapshot()
 
+    async def readback(
+        self, desired: L3State, before: KernelSnapshot, ops: Sequence[Op]
+    ) -> KernelSnapshot:
+        return await self.snapshot(desired)
+
     async def apply(self, ops: Sequence[Op]) -> list[OpFailure]:
         bad = [op for op in ops if self.fail_kind and isinstance(op, self.fail_kind)]
         self.mem.apply([op for op in ops if op not in bad])
