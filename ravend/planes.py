@@ -51,7 +51,18 @@ def build_role_specs(ctx: PlaneContext) -> dict[Role, RoleSpec]:
 
 class L3Role:
     """The L3 data plane as a role: one L3Agent per start; `disable` removes ravend's kernel
-    state (raven-cfg turned L3 off or the node left its pool), cancellation leaves it in place."""
+    state (raven-cfg turned L3 off or the node left its pool), cancellation leaves it in place.
+
+    `probe_cell(ctx)` is the link-probe evidence (peer gateway nodes seen down) shared with
+    the election of the same process; it outlives the agents, which publish into it."""
+
+    _probe_cells: dict[int, Latest[frozenset[str]]] = {}
+
+    @classmethod
+    def probe_cell(cls, ctx: PlaneContext) -> Latest[frozenset[str]]:
+        # Keyed by the context (one per process): PlaneContext has no field for it, and only
+        # L3Role and leader_loop may share it without widening the context for every plane.
+        return cls._probe_cells.setdefault(id(ctx), Latest(frozenset[str]()))
 
     def __init__(self, ctx: PlaneContext) -> None:
         self._ctx = ctx
@@ -74,6 +85,7 @@ class L3Role:
             ctx.view,
             client=ctx.client,
             ready=ready,
+            probe_failed=L3Role.probe_cell(ctx),
         )
 
     async def run(self) -> None:
@@ -144,6 +156,9 @@ async def leader_loop(ctx: PlaneContext) -> None:
         ctx.view,
         ctx.settings.election,
         leader=ctx.leader,
+        # Peer gateways this node's own link probes show down (only while it is its pool's
+        # gateway; ravend/l3/probe_verdict.py has the safety rule, docs/failover.md the why).
+        probes=L3Role.probe_cell(ctx),
     )
     await election.run()
 

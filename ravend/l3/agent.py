@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from ravend.l3.diff import diff
 from ravend.l3.kernel import LinuxKernel, OpFailure
@@ -38,11 +38,13 @@ from ravend.l3.ops import Op
 from ravend.l3.plan import KEY_FILE, LocalFacts, PlanCache
 from ravend.l3.probe import ProbeSettings, probe_targets
 from ravend.l3.probe_io import Prober
+from ravend.l3.probe_verdict import ProbeVerdict
+from ravend.l3.publish import publish_public_key
 from ravend.l3.settings import L3Settings
-from ravend.l3.state import EMPTY, KernelSnapshot, L3State, WgDeviceState
+from ravend.l3.state import EMPTY, KernelSnapshot, L3State, Role, WgDeviceState
 from ravend.l3.topology import pools
 from ravend.l3.wireguard import UserspaceWireGuard, WireGuard, choose_backend
-from ravend.model import CONFIG_PUBLIC_KEY, ClusterView, EndpointType
+from ravend.model import ClusterView
 from ravend.observe.metrics import ERRORS, RECONCILES
 from ravend.runtime import Latest
 
@@ -66,41 +68,6 @@ class Kernel(Protocol):
     ) -> KernelSnapshot:
         """The kernel after `ops` were applied to `before` (may re-read only what they wrote)."""
         ...
-
-
-async def publish_public_key(
-    client: KubeClient, view: ClusterView, me: str, public_key: str
-) -> list[str]:
-    """Write `public_key` into every tunnel endpoint naming `me` whose key differs (spec).
-
-    Every candidate publishes, not only the elected one, so a gateway switch needs no key
-    exchange. Returns the names of the Gateways written.
-    """
-    from ravend.kube.resources import GATEWAYS
-
-    def mutate(obj: dict[str, Any]) -> dict[str, Any] | None:
-        changed = False
-        for ep in (obj.get("spec") or {}).get("endpoints") or []:
-            if ep.get("nodeName") == me and ep.get("type") == EndpointType.TUNNEL.value:
-                config = ep.setdefault("config", {}) or {}
-                if config.get(CONFIG_PUBLIC_KEY) != public_key:
-                    ep["config"] = {**config, CONFIG_PUBLIC_KEY: public_key}
-                    changed = True
-        return obj if changed else None
-
-    written = []
-    for name, gw in sorted(view.gateways.items()):
-        stale = [
-            e
-            for e in gw.spec.endpoints
-            if e.node_name == me
-            and e.type == EndpointType.TUNNEL
-            and e.config.get(CONFIG_PUBLIC_KEY) != public_key
-        ]
-        if stale:
-            await client.update_with_retry(GATEWAYS, name, None, mutate)
-            written.append(name)
-    return written
 
 
 def _gateway_nodes(view: ClusterView, s: L3Settings) -> dict[str, tuple[str, str]]:
@@ -155,6 +122,7 @@ class L3Agent:
         probe: ProbeSettings | None = None,
         kernel: Kernel | None = None,
         watch_kernel: bool = True,
+        probe_failed: Latest[frozenset[str]] | None = None,
     ) -> None:
         self.node_name = node_name
         self.node_ip = node_ip
@@ -170,6 +138,10 @@ class L3Agent:
         self._wake = asyncio.Event()
         self.public_key = ""
         self.prober = Prober(node_ip, self.s.probe_interval_s, probe, netns=netns)
+        self.probe_failed = probe_failed if probe_failed is not None else Latest(frozenset[str]())
+        """Peer gateway nodes the link probes show down, as failover evidence for the
+        election (`ravend.l3.probe_verdict` has the rule); empty unless this node is a gateway."""
+        self._verdict = ProbeVerdict(probe)
         self.planned: L3State = EMPTY
         self._plans = PlanCache()
         self.present: KernelSnapshot = KernelSnapshot()
@@ -185,6 +157,7 @@ class L3Agent:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._forward_views(), name="l3-views")
                 tg.create_task(self.prober.run(), name="l3-prober")
+                tg.create_task(self._publish_verdicts(), name="l3-probe-verdict")
                 if self._watch_kernel:
                     tg.create_task(self._kernel_events(), name="l3-netlink")
                 if isinstance(self._wg, UserspaceWireGuard):
@@ -193,6 +166,7 @@ class L3Agent:
                     tg.create_task(self._publish_key_loop(), name="l3-publish-key")
                 await self._loop()
         finally:
+            self._set_verdict(frozenset())  # no agent, no evidence: never a stale "down"
             if isinstance(self._wg, UserspaceWireGuard):
                 await self._wg.close()  # forget, do not stop: tunnels outlive ravend
 
@@ -208,6 +182,8 @@ class L3Agent:
         self._plans.clear()
         self.present = await kernel.snapshot(EMPTY)
         self.prober.targets.publish(("", ()))
+        self._verdict.clear()
+        self._set_verdict(frozenset())
 
     def debug_state(self) -> dict[str, object]:
         """The /debug/state "l3" section: role, peers with health, planned vs present."""
@@ -343,6 +319,17 @@ class L3Agent:
             if key != seen:
                 seen = key
                 self._wake.set()
+
+    async def _publish_verdicts(self) -> None:
+        async for health in self.prober.health.updates():
+            gateway = self.planned.role == Role.GATEWAY
+            self._set_verdict(self._verdict.observe(health, gateway, time.monotonic()))
+
+    def _set_verdict(self, failed: frozenset[str]) -> None:
+        if failed != self.probe_failed.value:
+            if failed:
+                log.warning("link probes: peer gateway nodes down: %s", ", ".join(sorted(failed)))
+            self.probe_failed.publish(failed)
 
     async def _kernel_events(self) -> None:
         while True:

@@ -89,6 +89,13 @@ class ProbeSettings:
     """A peer is down when no reply arrived for this long (about three missed probes)."""
     ewma_alpha: float = 0.2
     """Weight of the newest RTT sample in the moving average."""
+    evidence_after: int = 10
+    """Probes sent to a peer before its silence counts as "down" evidence for the election
+    (`probe_verdict`): a freshly elected peer needs a WireGuard handshake first."""
+    evidence_hold_s: float = 30.0
+    """How long a peer node stays reported as failed after it was last seen down. It stops
+    being probed once it loses its slot; without the hold it would look eligible again at once
+    and two unreachable candidates would swap every few seconds."""
 
 
 @dataclass(frozen=True)

@@ -229,3 +229,29 @@ async def test_publish_public_key_writes_every_tunnel_candidate_once(already: bo
     assert "config" not in got[1] and "config" not in got[2]  # proxy and other node untouched
     if not already:
         assert got[0]["config"]["x"] == "y"
+
+
+async def test_probe_evidence_is_published_for_the_election_and_cleared_on_stop(
+    tmp_path: Path,
+) -> None:
+    from ravend.l3.probe import PeerHealth
+
+    view = Latest(_view())
+    kernel = AsyncMemoryKernel()
+    agent, marks = _agent(tmp_path, view, kernel)
+    seen: list[frozenset[str]] = []
+    async with running(agent):
+        await _until(lambda: marks and marks[-1][0])
+        assert agent.planned.role == Role.GATEWAY and agent.probe_failed.value == frozenset()
+        # What the prober would publish after the edge gateway stopped answering while
+        # another peer still answers (the observer's own path works).
+        agent.prober.health.publish(
+            {
+                "edge": PeerHealth("edge", "edge-gw", "172.20.1.1", False, sent=20),
+                "other": PeerHealth("other", "other-gw", "172.20.2.1", True, sent=20),
+            }
+        )
+        await _until(lambda: agent.probe_failed.value == {"edge-gw"})
+        seen.append(agent.probe_failed.value)
+    assert seen == [frozenset({"edge-gw"})]
+    assert agent.probe_failed.value == frozenset()  # a stopped agent is no evidence
