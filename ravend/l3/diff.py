@@ -126,8 +126,9 @@ def _wireguard_ops(want: WgDevice | None, actual: KernelSnapshot, name: str) -> 
     ops += _link_basics(name, want.mtu, link)
     dev = actual.wireguard
     have = {p.public_key: p for p in dev.peers} if dev else {}
-    upsert = tuple(p for p in want.peers if not _same_peer(p, have.get(p.public_key)))
-    remove = tuple(sorted(set(have) - {p.public_key for p in want.peers}))
+    wanted = want.all_peers
+    upsert = tuple(p for p in wanted if not _same_peer(p, have.get(p.public_key)))
+    remove = tuple(sorted(set(have) - {p.public_key for p in wanted}))
     key = None if dev and dev.public_key == want.public_key else want.private_key_path
     port = None if dev and dev.listen_port == want.listen_port else want.listen_port
     if upsert or remove or key or port:

@@ -1,8 +1,13 @@
 """L3 planning: `plan(view, me, settings, local) -> L3State` (pure, no I/O).
 
 Decides this node's role (gateway of its pool, member routing through the gateway, or nothing)
-and every kernel object that follows from it. The result is deterministic (sorted tuples) so the
-reconcile loop can compare plans and `diff()` can compare them with the kernel.
+and every kernel object that follows from it. A member that is also a tunnel candidate of its
+Gateway is a warm standby: besides its member routes it keeps the WireGuard device it would have
+as the gateway (same port, peers, AllowedIPs) with no route into it, so a promotion only adds
+routes here and moves AllowedIPs on the peers (`ravend.l3.topology`).
+
+The result is deterministic (sorted tuples) so the reconcile loop can compare plans and `diff()`
+can compare them with the kernel.
 
 The caller must only plan from a synced view: an unsynced view looks like "no Gateways" and its
 plan is the empty state, which removes every tunnel.
@@ -70,7 +75,9 @@ def plan(view: ClusterView, me: str, settings: L3Settings, local: LocalFacts) ->
     if gw_node is None or not gw_node.ip or family(gw_node.ip) != family(local.node_ip):
         why = "gateway node has no underlay IP of this node's family"
         return L3State(gateway=mine.name, skipped=(*notes, Skipped(f"node/{me}", why)))
-    return _member(mine, gw_node, tp, settings, local, notes=notes)
+    standby = mine.standby(me)
+    wg = _wg_device(standby.port, tp, settings, local) if standby else None
+    return _member(mine, gw_node, tp, settings, local, wg=wg, notes=notes)
 
 
 class PlanCache:
@@ -161,14 +168,7 @@ def _gateway(
     fams = _fams((*tp.remote, *_local_cidrs(mine, s)))
     path_mtu = lf.underlay_mtu - s.wg_overhead
     members, odd = _members(mine, lf)
-    wg = WgDevice(
-        name=s.wireguard_link,
-        public_key=lf.public_key,
-        private_key_path=str(PurePosixPath(s.state_dir) / KEY_FILE),
-        listen_port=s.listen_port if mine.port <= 0 else mine.port,
-        mtu=path_mtu,
-        peers=tp.peers,
-    )
+    wg = _wg_device(mine.port, tp, s, lf)
     routes = [Route(s.tunnel_table, c, s.wireguard_link) for c in tp.remote]
     rules = [Rule(f, s.tunnel_rule_priority, s.tunnel_table) for f in fams]
     links = [s.wireguard_link]
@@ -195,6 +195,20 @@ def _gateway(
         ),
         remote_subnets=tp.remote,
         skipped=tuple(sorted({*notes, *odd})),
+    )
+
+
+def _wg_device(port: int, tp: TunnelPlan, s: L3Settings, lf: LocalFacts) -> WgDevice:
+    # Built the same way for the gateway and for a standby candidate: equal devices are what
+    # makes a promotion free of peer changes (and of a first handshake racing the hub).
+    return WgDevice(
+        name=s.wireguard_link,
+        public_key=lf.public_key,
+        private_key_path=str(PurePosixPath(s.state_dir) / KEY_FILE),
+        listen_port=s.listen_port if port <= 0 else port,
+        mtu=lf.underlay_mtu - s.wg_overhead,
+        peers=tp.peers,
+        standby_peers=tp.standby_peers,
     )
 
 
@@ -230,6 +244,7 @@ def _member(
     s: L3Settings,
     lf: LocalFacts,
     *,
+    wg: WgDevice | None,
     notes: tuple[Skipped, ...],
 ) -> L3State:
     fams = _fams((*tp.remote, *_local_cidrs(mine, s)))
@@ -239,13 +254,17 @@ def _member(
         Route(s.member_table, _DEFAULT[f], s.vxlan_link, bare(via[f]), path_mtu) for f in fams
     ]
     rules = [Rule(f, s.member_rule_priority, s.member_table, s.fwmark, s.fwmark) for f in fams]
+    # A standby's device gets no route and no rule: its member routes carry its traffic until
+    # the election promotes it.
+    links = [s.vxlan_link, *([s.wireguard_link] if wg else [])]
     return L3State(
         role=Role.MEMBER,
         gateway=mine.name,
+        wireguard=wg,
         vxlan=_vxlan([gw_node.ip], fams, s, lf),
         routes=tuple(sorted(routes)),
         rules=tuple(sorted(rules)),
-        sysctls=_sysctls([s.vxlan_link], fams, gateway=False),
+        sysctls=_sysctls(links, fams, gateway=False),
         nft=ruleset(
             s.nft_table, tp.remote, _local_cidrs(mine, s), path_mtu, s.fwmark, node_ip=lf.node_ip
         ),

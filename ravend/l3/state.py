@@ -37,7 +37,11 @@ class WgPeer:
 
 @dataclass(frozen=True)
 class WgDevice:
-    """The desired `raven-wg0`: our key (by reference), port, MTU and peers sorted by key."""
+    """The desired `raven-wg0`: our key (by reference), port, MTU and peers sorted by key.
+
+    A gateway has one with routes into it; a standby candidate (role MEMBER) has the same device
+    with no route into it, so promotion changes routes and peers' AllowedIPs, never the peers.
+    """
 
     name: str
     public_key: str
@@ -46,6 +50,15 @@ class WgDevice:
     listen_port: int
     mtu: int
     peers: tuple[WgPeer, ...]
+    """Active endpoints of the peer Gateways: they own the AllowedIPs (and are probed)."""
+    standby_peers: tuple[WgPeer, ...] = ()
+    """Warm standby candidates of peer Gateways: key and endpoint, no AllowedIPs, so handshakes
+    stay fresh and a failover only moves AllowedIPs. Disjoint from `peers` by key."""
+
+    @property
+    def all_peers(self) -> tuple[WgPeer, ...]:
+        """Every peer the device holds, sorted by key."""
+        return tuple(sorted((*self.peers, *self.standby_peers)))
 
 
 @dataclass(frozen=True, order=True)

@@ -7,6 +7,12 @@ hub, the last non-NATed gateway by name ("central"). So the hub's AllowedIPs for
 that edge's subnets, while an edge's entry for the hub holds the hub's subnets plus every pool the
 edge cannot reach directly. An IP range can belong to one WireGuard peer only, so overlaps are
 dropped (first pool by name wins) and reported instead of silently mis-routed.
+
+Warm standbys (peers.md): every other tunnel candidate of a directly linked Gateway is a peer
+too, with its published key, an endpoint when it listens, and *no* AllowedIPs. The handshake and
+the NAT mapping stay warm, while every range keeps exactly one owner (the active endpoint). A
+failover then moves AllowedIPs from one existing peer to another: no key exchange and no first
+handshake that could be dropped and retried only after WireGuard's 5 s REKEY_TIMEOUT.
 """
 
 from __future__ import annotations
@@ -38,6 +44,19 @@ class PoolNode:
 
 
 @dataclass(frozen=True)
+class Candidate:
+    """A tunnel endpoint candidate of a Gateway other than its elected gateway node."""
+
+    node: str
+    public_key: str
+    """"" until the node's agent publishes it (peers then leave the candidate out)."""
+    address: str
+    """Host to dial when the pool is not under NAT: publicIP, else ExternalIP, else InternalIP."""
+    port: int
+    """Its WireGuard port (also its listen port once promoted)."""
+
+
+@dataclass(frozen=True)
 class Pool:
     """A Gateway with an elected tunnel endpoint, as L3 sees it."""
 
@@ -50,6 +69,11 @@ class Pool:
     """Host other gateways dial ("" if none): publicIP, else ExternalIP, else InternalIP."""
     port: int
     nodes: tuple[PoolNode, ...]
+    standbys: tuple[Candidate, ...] = ()
+    """The pool's other tunnel candidates (sorted by node), kept warm as AllowedIPs-less peers."""
+
+    def standby(self, node: str) -> Candidate | None:
+        return next((c for c in self.standbys if c.node == node), None)
 
     def subnets(self, forward_node_ip: bool) -> tuple[str, ...]:
         cidrs = [c for n in self.nodes for c in n.pod_cidrs]
@@ -58,12 +82,46 @@ class Pool:
         return sort_cidrs(cidrs)
 
 
+def _enabled(ep: Endpoint) -> bool:
+    return ep.type == EndpointType.TUNNEL and ep.config.get(KEY_L3, "true") != "false"
+
+
 def _tunnel_endpoint(gw: Gateway) -> Endpoint | None:
     # Several active tunnel endpoints are allowed by the CRD; the first by node name leads so
     # every node of the cluster picks the same one without talking to the others.
-    active = sorted(gw.active(EndpointType.TUNNEL), key=lambda e: e.node_name)
-    active = [e for e in active if e.config.get(KEY_L3, "true") != "false"]
+    active = sorted((e for e in gw.active(EndpointType.TUNNEL) if _enabled(e)), key=_node)
     return active[0] if active else None
+
+
+def _node(ep: Endpoint) -> str:
+    return ep.node_name
+
+
+def _address(view: ClusterView, ep: Endpoint) -> str:
+    node = view.nodes.get(ep.node_name)
+    ext = node.external_ips[0] if node and node.external_ips else ""
+    internal = node.private_ip if node else ""
+    return ep.public_ip or ext or internal
+
+
+def _port(ep: Endpoint, settings: L3Settings) -> int:
+    return ep.public_port or ep.port or settings.listen_port
+
+
+def _standbys(
+    view: ClusterView, gw: Gateway, leader: str, members: tuple[PoolNode, ...], s: L3Settings
+) -> tuple[Candidate, ...]:
+    # Spec candidates plus any other active endpoint (Replicas > 1), each node once; only
+    # members of the pool, since only they plan themselves as this pool's standby.
+    names = {n.name for n in members}
+    seen: dict[str, Candidate] = {}
+    for ep in sorted((*gw.spec.endpoints, *gw.status.active_endpoints), key=_node):
+        if not _enabled(ep) or ep.node_name == leader or ep.node_name not in names:
+            continue
+        if ep.node_name not in seen:
+            key = _public_key(gw, ep)
+            seen[ep.node_name] = Candidate(ep.node_name, key, _address(view, ep), _port(ep, s))
+    return tuple(seen[n] for n in sorted(seen))
 
 
 def _public_key(gw: Gateway, ep: Endpoint) -> str:
@@ -110,17 +168,16 @@ def pools(view: ClusterView, settings: L3Settings) -> tuple[dict[str, Pool], lis
         if ep is None:
             skipped.append(Skipped(f"gateway/{name}", "no active tunnel endpoint"))
             continue
-        node = view.nodes.get(ep.node_name)
-        ext = node.external_ips[0] if node and node.external_ips else ""
-        internal = node.private_ip if node else ""
+        nodes = _nodes(members.get(name, []), gw)
         found[name] = Pool(
             name=name,
             gateway_node=ep.node_name,
             under_nat=ep.under_nat,
             public_key=_public_key(gw, ep),
-            address=ep.public_ip or ext or internal,
-            port=ep.public_port or ep.port or settings.listen_port,
-            nodes=_nodes(members.get(name, []), gw),
+            address=_address(view, ep),
+            port=_port(ep, settings),
+            nodes=nodes,
+            standbys=_standbys(view, gw, ep.node_name, nodes, settings),
         )
     return found, skipped
 
@@ -176,22 +233,21 @@ class Claims:
 @dataclass(frozen=True)
 class TunnelPlan:
     peers: tuple[WgPeer, ...]
+    standby_peers: tuple[WgPeer, ...]
+    """Warm standbys of directly linked Gateways, AllowedIPs always empty (module docstring)."""
     remote: tuple[str, ...]
     skipped: tuple[Skipped, ...]
 
 
 def tunnel_plan(all_pools: dict[str, Pool], mine: Pool, settings: L3Settings) -> TunnelPlan:
-    """Peers and AllowedIPs of `mine`'s gateway; the pool's members use `remote` only."""
+    """Peers and AllowedIPs of `mine`'s tunnel candidates; the pool's members use `remote` only.
+
+    Nothing here depends on which candidate of `mine` is elected, so a standby plans the very
+    device it will have once promoted.
+    """
     central = hub(all_pools.values())
     fwd = settings.forward_node_ip
-    # Ranges already spoken for: our own pool, and every peer endpoint (routing an endpoint
-    # into the tunnel would loop the tunnel's own UDP packets back into itself).
-    claimed = Claims()
-    for c in mine.subnets(fwd):
-        claimed.add(c, "the local pool")
-    for p in all_pools.values():
-        if p.address and not p.under_nat:
-            claimed.add(host_cidr(p.address), "a tunnel endpoint")
+    claimed = _claims(all_pools, mine, fwd)
     skipped: list[Skipped] = []
     via_of: dict[str, Pool] = {}
     for q in (all_pools[n] for n in sorted(all_pools) if n != mine.name):
@@ -209,10 +265,50 @@ def tunnel_plan(all_pools: dict[str, Pool], mine: Pool, settings: L3Settings) ->
             claimed.add(cidr, f"gateway/{q_name}")
             allowed[via.name].append(cidr)
     peers = tuple(
-        sorted(_peer(all_pools[n], cidrs, mine, settings) for n, cidrs in allowed.items())
+        sorted(
+            _peer(q, q.public_key, q.address, q.port, cidrs, settings=settings)
+            for q, cidrs in ((all_pools[n], c) for n, c in allowed.items())
+        )
     )
+    linked = [all_pools[n] for n in sorted(allowed)]
+    standby = _standby_peers(mine, linked, {p.public_key for p in peers}, settings, skipped)
     remote = sort_cidrs(c for cidrs in allowed.values() for c in cidrs)
-    return TunnelPlan(peers, remote, tuple(sorted(set(skipped))))
+    return TunnelPlan(peers, standby, remote, tuple(sorted(set(skipped))))
+
+
+def _claims(all_pools: dict[str, Pool], mine: Pool, fwd: bool) -> Claims:
+    # Ranges already spoken for: our own pool, and every address some gateway dials, the
+    # standbys' included (routing an endpoint into the tunnel would loop the tunnel's own UDP
+    # packets back into itself).
+    claimed = Claims()
+    for c in mine.subnets(fwd):
+        claimed.add(c, "the local pool")
+    for p in all_pools.values():
+        if p.under_nat:
+            continue
+        for addr in (p.address, *(c.address for c in p.standbys)):
+            if addr:
+                claimed.add(host_cidr(addr), "a tunnel endpoint")
+    return claimed
+
+
+def _standby_peers(
+    mine: Pool, linked: list[Pool], taken: set[str], s: L3Settings, skipped: list[Skipped]
+) -> tuple[WgPeer, ...]:
+    out: dict[str, WgPeer] = {}
+    for q in linked:
+        for c in q.standbys:
+            subject = f"node/{c.node}"
+            if not c.public_key:
+                why = "standby tunnel candidate has no WireGuard public key yet"
+                skipped.append(Skipped(subject, why))
+            elif c.public_key in taken or c.public_key in out:
+                skipped.append(Skipped(subject, "standby shares its WireGuard key with a peer"))
+            elif mine.under_nat and not c.address:
+                skipped.append(Skipped(subject, "standby not under NAT but has no address"))
+            else:
+                out[c.public_key] = _peer(q, c.public_key, c.address, c.port, (), settings=s)
+    return tuple(sorted(out.values()))
 
 
 def _route_via(mine: Pool, q: Pool, central: Pool | None, skipped: list[Skipped]) -> Pool | None:
@@ -231,14 +327,16 @@ def _route_via(mine: Pool, q: Pool, central: Pool | None, skipped: list[Skipped]
     return None
 
 
-def _peer(p: Pool, cidrs: list[str], mine: Pool, settings: L3Settings) -> WgPeer:
+def _peer(
+    p: Pool, key: str, address: str, port: int, cidrs: Iterable[str], *, settings: L3Settings
+) -> WgPeer:
     # The NATed side dials; a listener leaves the endpoint unset and learns it from the
     # handshake (and re-learns it when the NAT mapping roams). Keepalive on every peer keeps
     # NAT mappings open from both sides and gives probes fresh handshakes.
-    dial = not p.under_nat and bool(p.address)
+    dial = not p.under_nat and bool(address)
     return WgPeer(
-        public_key=p.public_key,
-        endpoint=endpoint_text(p.address, p.port) if dial else None,
+        public_key=key,
+        endpoint=endpoint_text(address, port) if dial else None,
         allowed_ips=sort_cidrs(cidrs),
         keepalive_s=settings.keepalive_s,
         gateway=p.name,

@@ -294,3 +294,109 @@ def test_plan_cache_replans_only_when_what_l3_reads_changes() -> None:
     # So do this node's own facts (e.g. the underlay MTU).
     lower = replace(facts("cloud-gw"), underlay_mtu=1400)
     assert cache.plan(keyless, "cloud-gw", S, lower).wireguard != again.wireguard
+
+
+# ---- warm standby candidates ----------------------------------------------------------------
+
+
+def candidates(
+    v: ClusterView,
+    gateway: str,
+    nodes: tuple[str, ...],
+    active: str,
+    public_ips: Mapping[str, str] = MappingProxyType({}),
+) -> ClusterView:
+    """`gateway` with tunnel candidates `nodes` in its spec (keys published), `active` elected."""
+    nat = v.gateways[gateway].spec.endpoints[0].under_nat
+    eps = tuple(tunnel_ep(n, nat, key_of(n), public_ips.get(n, "")) for n in nodes)
+    chosen = next(e for e in eps if e.node_name == active)
+    gw = Gateway(
+        ObjectMeta(gateway), GatewaySpec(endpoints=eps), GatewayStatus(active_endpoints=(chosen,))
+    )
+    return replace(v, gateways=MappingProxyType({**v.gateways, gateway: gw}))
+
+
+HZ_PAIR = ("hz-gw", "hz-w")
+
+
+def test_natted_standby_keeps_the_gateway_device_warm_with_no_route_into_it() -> None:
+    v = candidates(view(), "gw-hangzhou", HZ_PAIR, active="hz-gw")
+    st = run("hz-w", v)
+    # Still a member for forwarding: remote traffic goes to the active gateway over raven0.
+    assert st.role is Role.MEMBER
+    assert st.routes == (Route(9027, "0.0.0.0/0", "raven0", "240.16.2.103", 1420),)
+    assert st.rules == (Rule(4, 100, 9027, 0x40, 0x40),)
+    assert all(r.dev != "raven-wg0" for r in st.routes)
+    # ... and it dials the hub with keepalive, holding the AllowedIPs it will need once active.
+    assert st.wireguard is not None
+    (hub,) = st.wireguard.peers
+    assert hub == WgPeer(key_of("cloud-gw"), f"{HUB_IP}:4500", tuple(sorted({*CLOUD, *QD})), 5)
+    assert hub.gateway == "gw-cloud"
+    assert st.wireguard.standby_peers == () and st.wireguard.listen_port == 4500
+    assert "net/ipv4/conf/raven-wg0/rp_filter" in {s.path for s in st.sysctls}
+
+
+def test_hub_lists_the_active_edge_and_its_standby_without_allowed_ips() -> None:
+    v = candidates(view(), "gw-hangzhou", HZ_PAIR, active="hz-gw")
+    st = run("cloud-gw", v)
+    assert st.wireguard is not None
+    assert peers_by_gateway(st)["gw-hangzhou"] == WgPeer(key_of("hz-gw"), None, HZ, 5)
+    # The standby dials in (NATed): no endpoint here, learnt from its handshakes, and no range
+    # that the active endpoint owns.
+    assert st.wireguard.standby_peers == (WgPeer(key_of("hz-w"), None, (), 5, "gw-hangzhou"),)
+    assert [p.public_key for p in st.wireguard.all_peers] == sorted(
+        key_of(n) for n in ("hz-gw", "hz-w", "qd-gw")
+    )
+    # The relaying edge lists no standby of a pool it reaches only through the hub.
+    qd = run("qd-gw", v)
+    assert qd.wireguard is not None and qd.wireguard.standby_peers == ()
+
+
+def test_standby_without_published_key_is_left_out_and_reported() -> None:
+    v = candidates(view(), "gw-hangzhou", HZ_PAIR, active="hz-gw")
+    gw = v.gateways["gw-hangzhou"]
+    eps = (gw.spec.endpoints[0], tunnel_ep("hz-w", True, None))
+    v = replace(
+        v,
+        gateways=MappingProxyType(
+            {**v.gateways, "gw-hangzhou": replace(gw, spec=replace(gw.spec, endpoints=eps))}
+        ),
+    )
+    st = run("cloud-gw", v)
+    assert st.wireguard is not None and st.wireguard.standby_peers == ()
+    assert any(s.subject == "node/hz-w" and "public key" in s.reason for s in st.skipped)
+    # The candidate itself keeps its device up anyway: it only needs the hub's key.
+    assert run("hz-w", v).wireguard is not None
+
+
+def test_standby_of_the_hub_listens_and_edges_dial_it() -> None:
+    pair = ("cloud-gw", "cloud-w")
+    v = candidates(view(), "gw-cloud", pair, active="cloud-gw", public_ips={"cloud-gw": HUB_IP})
+    st = run("cloud-w", v)
+    assert st.role is Role.MEMBER and st.wireguard is not None
+    assert {p.gateway: (p.endpoint, p.allowed_ips) for p in st.wireguard.peers} == {
+        "gw-hangzhou": (None, HZ),
+        "gw-qingdao": (None, QD),
+    }
+    assert st.wireguard.listen_port == 4500
+    hz = run("hz-gw", v)
+    assert hz.wireguard is not None
+    # No publicIP on the standby's endpoint: it is dialled on its InternalIP, and that /32
+    # must stay out of the tunnel (the dial itself would loop into raven-wg0).
+    assert hz.wireguard.standby_peers == (
+        WgPeer(key_of("cloud-w"), "192.168.0.196:4500", (), 5, "gw-cloud"),
+    )
+    hub = peers_by_gateway(hz)["gw-cloud"]
+    assert "192.168.0.196/32" not in hub.allowed_ips and "10.244.1.0/24" in hub.allowed_ips
+    assert not any(r.dst == "192.168.0.196/32" for r in hz.routes)
+
+
+def test_inactive_candidate_with_l3_disabled_is_no_standby() -> None:
+    v = candidates(view(), "gw-hangzhou", HZ_PAIR, active="hz-gw")
+    gw = v.gateways["gw-hangzhou"]
+    off = replace(gw.spec.endpoints[1], config=MappingProxyType({"enable-l3-tunnel": "false"}))
+    gw = replace(gw, spec=replace(gw.spec, endpoints=(gw.spec.endpoints[0], off)))
+    v = replace(v, gateways=MappingProxyType({**v.gateways, "gw-hangzhou": gw}))
+    assert run("hz-w", v).wireguard is None
+    cloud = run("cloud-gw", v).wireguard
+    assert cloud is not None and cloud.standby_peers == ()
