@@ -75,8 +75,11 @@ def plan(view: ClusterView, me: str, settings: L3Settings, local: LocalFacts) ->
     if gw_node is None or not gw_node.ip or family(gw_node.ip) != family(local.node_ip):
         why = "gateway node has no underlay IP of this node's family"
         return L3State(gateway=mine.name, skipped=(*notes, Skipped(f"node/{me}", why)))
+    # Warm only once our key is published: every peer lists us from that same view change, and
+    # an initiation that beats the peer's configuration is dropped and retried only after 5 s.
     standby = mine.standby(me)
-    wg = _wg_device(standby.port, tp, settings, local) if standby else None
+    warm = standby is not None and standby.public_key == local.public_key
+    wg = _wg_device(standby.port, tp, settings, local) if standby and warm else None
     return _member(mine, gw_node, tp, settings, local, wg=wg, notes=notes)
 
 
