@@ -87,7 +87,8 @@ def _counts(state: L3State | KernelSnapshot) -> dict[str, int]:
         wg, vx = state.wireguard, state.vxlan
         return {
             "links": (wg is not None) + (vx is not None),
-            "peers": len(wg.peers) if wg else 0,
+            # Warm-standby peers are in the kernel too: count them, or planned != present.
+            "peers": len(wg.all_peers) if wg else 0,
             "routes": len(state.routes),
             "rules": len(state.rules),
             "fdb": len(vx.fdb) if vx else 0,
@@ -194,7 +195,8 @@ class L3Agent:
             for x in (self.present.wireguard.peers if self.present.wireguard else ())
         }
         peers = []
-        for peer in p.wireguard.peers if p.wireguard else ():
+        standby = {x.public_key for x in p.wireguard.standby_peers} if p.wireguard else set()
+        for peer in p.wireguard.all_peers if p.wireguard else ():
             h = health.get(peer.gateway)
             seen = have.get(peer.public_key)
             peers.append(
@@ -207,6 +209,7 @@ class L3Agent:
                     "loss": h.loss if h else None,
                     "up": h.up if h else None,
                     "handshake_age_s": h.handshake_age_s if h else None,
+                    "standby": peer.public_key in standby,
                 }
             )
         return {
