@@ -33,6 +33,9 @@ log = logging.getLogger(__name__)
 RESYNC_S = 10.0
 """Re-run the pickup at least this often even when nothing seems to change."""
 
+UNCONFIRMED_WARN_S = 1.0
+"""Warn when an active node's heartbeat expiry has waited this long for confirmation."""
+
 RETRY_S = 0.2
 """Wait before retrying after a status write failed with Unavailable."""
 
@@ -67,6 +70,7 @@ class PickupController:
         self._clock = clock
         self.passes = 0
         self.writes = 0
+        self._warned: set[str] = set()
 
     async def run(self) -> None:
         while True:
@@ -78,6 +82,7 @@ class PickupController:
     async def _lead(self) -> None:
         """Passes while leading; a fresh tracker per term (observations start at takeover)."""
         tracker = HealthTracker(self._settings)
+        self._warned = set()
         if self._barrier is None:
             tracker.confirm(float("inf"))
         seen_view, seen_leader = -1, self._leader.version
@@ -94,14 +99,31 @@ class PickupController:
     async def _pass(self, view: ClusterView, tracker: HealthTracker, now: float) -> float:
         probes = self._probes.value if self._probes else frozenset()
         health = tracker.evaluate(view.nodes, probes)
-        if self._barrier and unconfirmed_actives(view, health, now):
+        pending = unconfirmed_actives(view, health, now) if self._barrier else frozenset()
+        if self._barrier and pending:
             self._barrier.request_renew()
+            self._warn_unconfirmed(pending, health.deadlines, now)
         result = elect(view, health, now)
         self.passes += 1
         retry = await self._write(view, result)
         deadline = health.next_deadline(now)
         timeout = RESYNC_S if deadline is None else max(0.0, deadline - self._clock())
         return min(timeout, RESYNC_S, RETRY_S if retry else RESYNC_S)
+
+    def _warn_unconfirmed(
+        self, pending: frozenset[str], deadlines: Mapping[str, float], now: float
+    ) -> None:
+        """Say once per node when an expiry waits long for the fresh-view barrier (its echo)."""
+        for node in sorted(pending - self._warned):
+            late = now - deadlines[node]
+            if late > UNCONFIRMED_WARN_S:
+                self._warned.add(node)
+                log.warning(
+                    "heartbeat of %s expired %.1f s ago, but this leader has not seen its own "
+                    "controller-Lease renewal come back through the watch: not failing over yet",
+                    node,
+                    late,
+                )
 
     async def _write(self, view: ClusterView, result: PickupResult) -> bool:
         """Write changed statuses; True if some write should be retried soon."""

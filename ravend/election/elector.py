@@ -6,6 +6,12 @@ published as `Latest[bool]` (the role adjuster follows it). The leader also offe
 `request_renew()` makes it renew at once, and `sent_times()` tells the pickup controller when
 each of its writes was sent, so the echo in the watch proves the view is fresh (health.py).
 On cancellation (graceful shutdown) a leader releases the Lease so a peer takes over at once.
+
+Given the ClusterView, the elector also checks that its own renewals come back through the
+Lease watch. A leader whose watch stalled while its writes still succeed would otherwise keep
+leading for ever while the pickup (rightly) refuses to call any heartbeat expired: no failover
+at all. After `view_echo_timeout_s` without an echo it steps down, releases the Lease, and
+competes again only once its view shows the controller Lease change.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
@@ -28,7 +34,7 @@ from ravend.election.leadership import (
 )
 from ravend.election.settings import ElectionSettings
 from ravend.kube import errors
-from ravend.model import Lease
+from ravend.model import ClusterView, Lease
 from ravend.runtime import Latest
 
 log = logging.getLogger(__name__)
@@ -52,7 +58,9 @@ class LeaderElector:
         *,
         eligible: Callable[[], bool] = lambda: True,
         clock: Callable[[], float] = time.monotonic,
+        view: Latest[ClusterView] | None = None,
     ) -> None:
+        """`view` None skips the echo check (tests of the Lease protocol alone)."""
         self._api = api
         self._me = me
         self._leader = leader
@@ -64,6 +72,11 @@ class LeaderElector:
         self._held: Lease | None = None
         self._wake = asyncio.Event()
         self._sent: OrderedDict[str, float] = OrderedDict()
+        self._view = view
+        self._unechoed: deque[float] = deque(maxlen=_SENT_MEMORY)
+        """Send times of our successful writes not yet seen in the view, oldest first."""
+        self._stale_at: tuple[str, str] | None = None
+        """While stepped down for a stale view: the controller Lease as that view shows it."""
 
     def request_renew(self) -> None:
         """Renew now instead of at the next period (used as a fresh-view barrier)."""
@@ -120,6 +133,8 @@ class LeaderElector:
         if not self._eligible():
             await self._release()
             return s.controller_retry_period_s
+        if not await self._view_fresh():
+            return s.controller_retry_period_s
         observed = await self._api.get_lease(s.namespace, s.controller_lease)
         wall = wall_now()
         now = self._clock()
@@ -148,9 +163,49 @@ class LeaderElector:
             return
         # Also by resourceVersion, in case a server re-formats the MicroTime we sent.
         self._remember(stored.meta.resource_version, sent)
+        if self._held is None:
+            self._unechoed.clear()  # a new term: older writes say nothing about this one
+        self._unechoed.append(sent)
         self._held = stored
         self._last_ok = sent
         self._publish(True)
+
+    def _seen_record(self) -> tuple[str, str]:
+        """The controller Lease (renewTime, resourceVersion) in our view; empty if absent."""
+        assert self._view is not None
+        lease = self._view.value.leases.get(self._settings.controller_lease)
+        return (lease.renew_time, lease.meta.resource_version) if lease else ("", "")
+
+    async def _view_fresh(self) -> bool:
+        """Whether to take part in this round; steps down when our writes stopped echoing."""
+        if self._view is None:
+            return True
+        seen = self._seen_record()
+        echoed = self._sent.get(seen[0]) if seen[0] else None
+        if echoed is None and seen[1]:
+            echoed = self._sent.get(seen[1])
+        while echoed is not None and self._unechoed and self._unechoed[0] <= echoed:
+            self._unechoed.popleft()
+        if self._stale_at is not None:
+            if seen == self._stale_at:
+                return False  # our watch still shows nothing new: stay out
+            log.info("controller lease: the watch delivers again; %s competes again", self._me)
+            self._stale_at = None
+            self._unechoed.clear()
+            return True
+        waited = self._clock() - self._unechoed[0] if self._unechoed else 0.0
+        if self._held is None or waited <= self._settings.view_echo_timeout_s:
+            return True
+        log.warning(
+            "controller lease: a renewal sent %.1f s ago has not come back through the watch; "
+            "%s steps down (a stale view cannot prove any heartbeat expired)",
+            waited,
+            self._me,
+        )
+        self._stale_at = seen
+        self._unechoed.clear()
+        await self._release()
+        return False
 
     def _remember(self, key: str, sent: float) -> None:
         self._sent[key] = sent

@@ -52,6 +52,7 @@ class Election:
             settings,
             eligible=lambda: eligible_in(view, me, settings),
             clock=clock,
+            view=view,
         )
         self.heartbeat = Heartbeat(api, me, view, settings, clock=clock)
         self.pickup = PickupController(

@@ -39,6 +39,13 @@ class ElectionSettings:
     controller_retry_period_s: float = 1.0
     """Seconds between renewals (leader) and between acquisition attempts (followers)."""
 
+    view_echo_timeout_s: float = 4.0
+    """Seconds a leader waits for one of its own controller-Lease renewals to come back through
+    its Lease watch. Longer means its view is stale: it cannot prove any heartbeat expired, so it
+    could never fail anything over, yet its writes still work and would keep it leading for
+    ever. It steps down instead (releasing the Lease) and competes again once its watch shows
+    progress, so a peer whose view is current takes over (docs/failover.md)."""
+
     release_duration_s: int = 1
     """Lease duration written on graceful release: a peer takes over within about a second."""
 
@@ -83,6 +90,8 @@ class ElectionSettings:
             raise ValueError("need 0 < active_renew_period_s < active_lease_duration_s")
         if not 0 < self.standby_renew_period_s < self.standby_lease_duration_s:
             raise ValueError("need 0 < standby_renew_period_s < standby_lease_duration_s")
+        if self.view_echo_timeout_s <= self.controller_retry_period_s:
+            raise ValueError("view_echo_timeout_s must be > controller_retry_period_s")
         if self.release_duration_s < 1 or self.restart_grace_s < 1:
             raise ValueError("durations are whole seconds >= 1")
 

@@ -28,6 +28,7 @@ FAST = ElectionSettings(
     standby_renew_period_s=0.5,
     standby_lease_duration_s=2,
     restart_grace_s=3,
+    view_echo_timeout_s=1.0,
 )
 ON = RavenConfig(l3_enabled=True, l7_enabled=True, present=True)
 
@@ -224,6 +225,46 @@ async def test_cut_off_leader_flips_nothing(cluster: MemoryCluster, agents: Agen
     await asyncio.sleep(1.0)
     assert len(cluster.status_writes) == writes
     assert active(cluster, "gw") == [("a", "tunnel")]
+
+
+async def test_leader_with_stalled_watch_hands_over_and_failover_happens(
+    cluster: MemoryCluster, agents: Agents
+) -> None:
+    """The demo's "never failed over": the leader's watch stalls while its writes still work.
+
+    It can no longer prove any heartbeat expired, so it must not keep leading: it steps down
+    and the peer whose view is current fails the dead gateway over (before the fix the stale
+    leader renewed for ever, and the dead node stayed active).
+    """
+    for n in "ab":
+        cluster.put_node(node(n, "gw", edge=True))  # candidates never lead
+    cluster.put_gateway(gateway("gw", [ep("a"), ep("b")], proxy_replicas=0))
+    cluster.put_node(node("y", "cloud"))
+    cluster.put_node(node("z", "cloud"))
+    agents.start("z")
+    await until(lambda: agents.leaders() == ["z"])
+    for n in "aby":
+        agents.start(n)
+    await until(lambda: active(cluster, "gw") == [("a", "tunnel")])
+    await asyncio.sleep(0.5)
+    cluster.cut("z", api=False, watch=True)  # z's Lease echoes stop; its API still works
+    cluster.cut("a")  # and the active gateway dies
+    t0 = time.monotonic()
+    while active(cluster, "gw") != [("b", "tunnel")]:
+        assert len(agents.leaders()) <= 1, "two leaders at once"
+        assert time.monotonic() - t0 < 8.0, f"no failover; leaders {agents.leaders()}"
+        await asyncio.sleep(0.01)
+    took = time.monotonic() - t0
+    assert agents.leaders() == ["y"]
+    # Echo timeout + a round, the release, the takeover, a full active duration of grace.
+    s = FAST
+    bound = s.view_echo_timeout_s + 3 * s.controller_retry_period_s + s.active_lease_duration_s
+    assert took < bound + 1.0, took
+    # z's watch recovers: it competes again but y keeps the lead, and nothing flips back.
+    cluster.heal("z")
+    await asyncio.sleep(1.5)
+    assert agents.leaders() == ["y"]
+    assert active(cluster, "gw") == [("b", "tunnel")]
 
 
 async def test_node_ready_flip_and_candidate_removal_reelect(
