@@ -1,10 +1,11 @@
 """The demo's live gateway failover: cut the active tunnel gateway, time the outage (I/O).
 
 A second tunnel candidate is added to the Gateway first (the manual's topology has one per
-region), then a prober in the pod of that candidate pings a pod in another region every 50 ms
-(`ping -D -O -i 0.05`), the active gateway's uplinks are cut (links and tunnel state stay: it
-looks dead to everyone), and the time from the cut to the first reply to a probe sent after it
-is the recovery time. The links are restored afterwards.
+region) and the demo waits until it is a warm standby (a WireGuard session with a peer, the
+hub, and its heartbeat Lease written), then a prober in the pod of that candidate pings a pod
+in another region every 50 ms (`ping -D -O -i 0.05`), the active gateway's uplinks are cut
+(links and tunnel state stay: it looks dead to everyone), and the time from the cut to the
+first reply to a probe sent after it is the recovery time. The links are restored afterwards.
 """
 
 from __future__ import annotations
@@ -13,7 +14,10 @@ import asyncio
 import contextlib
 import time
 
+from ravend.election.settings import ElectionSettings
+from ravend.kube import errors
 from ravend.kube.client import KubeClient
+from ravend.kube.resources import LEASES
 from ravend.model import ClusterView, EndpointType
 from ravend.sim import demo_report as rep
 from ravend.sim.cluster import SimCluster
@@ -23,6 +27,9 @@ from ravend.sim.demo_report import CheckRecord, longest_gap, parse_ping, recover
 PROBE_INTERVAL_S = 0.05
 RECOVERY_LIMIT_S = 30.0
 """Give up after this long without traffic (Raven's NodeReady-based failover needs 45-60 s)."""
+
+WARM_LIMIT_S = 20.0
+"""Wait at most this long for the new candidate to become a warm standby before cutting."""
 
 
 def pick_pair(sim: SimCluster, view: ClusterView, gateway: str) -> tuple[str, str, str] | None:
@@ -47,7 +54,11 @@ async def check_failover(
         return [CheckRecord(rep.FAILOVER, gateway, False, "no active tunnel gateway to cut")]
     active, standby, dst = chosen
     await add_tunnel_candidate(client, gateway, standby)
-    await asyncio.sleep(1.0)  # let every agent see the new candidate (warm standby)
+    # A cut before the standby is warm would time its first handshake and first heartbeat,
+    # not the failover; a fixed sleep was too short on a loaded machine.
+    if not await wait_warm(sim, client, standby, WARM_LIMIT_S):
+        detail = f"{standby} not a warm standby within {WARM_LIMIT_S:.0f} s"
+        return [CheckRecord(rep.FAILOVER, gateway, False, detail)]
     src_ns = sim.pod_netns(standby)
     if await ping(sim, src_ns, dst, tries=10) is None:
         return [CheckRecord(rep.FAILOVER, gateway, False, f"{dst} unreachable before the cut")]
@@ -104,6 +115,21 @@ async def check_failover(
         else f"cut {active}; no traffic within {RECOVERY_LIMIT_S:.0f} s"
     )
     return [CheckRecord(rep.FAILOVER, gateway, recovered is not None, detail, recovered, "s")]
+
+
+async def wait_warm(sim: SimCluster, client: KubeClient, node: str, timeout: float) -> bool:
+    """Until `node` has a WireGuard handshake with some peer and its heartbeat Lease exists."""
+    lease = ElectionSettings().heartbeat_lease(node)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        shown = await sim.exec_on_node(node, ["wg", "show", "raven-wg0", "latest-handshakes"])
+        stamps = [line.split("\t")[-1] for line in shown.stdout.splitlines()]
+        if shown.rc == 0 and any(s.strip() not in ("", "0") for s in stamps):
+            with contextlib.suppress(errors.NotFound):
+                await client.get(LEASES, lease, ElectionSettings().namespace)
+                return True
+        await asyncio.sleep(0.2)
+    return False
 
 
 def _moved(view: ClusterView, gateway: str, old: str) -> bool:
