@@ -16,6 +16,7 @@ from ravend.ctl.facts import (
     CheckResult,
     NodeFacts,
     Status,
+    WgPeerFact,
 )
 from ravend.ctl.facts import (
     result as _r,
@@ -30,11 +31,16 @@ HANDSHAKE_STALE_S = 180
 def wanted_links(f: NodeFacts) -> tuple[str, ...]:
     if f.role == "gateway":
         return (WG_LINK, VXLAN_LINK) if f.has_members else (WG_LINK,)
-    return (VXLAN_LINK,) if f.role == "member" else ()
+    if f.role == "member":
+        # A standby tunnel candidate keeps a warm WireGuard device (no routes) next to raven0,
+        # so a failover to it moves routes only.
+        return (VXLAN_LINK, WG_LINK) if f.standby else (VXLAN_LINK,)
+    return ()
 
 
 def check_links(f: NodeFacts) -> list[CheckResult]:
-    """raven-wg0 on the gateway (and a WireGuard device that answers), raven0 for members."""
+    """raven-wg0 on the gateway and on standby candidates (with a WireGuard device that
+    answers), raven0 for members."""
     if f.role is None:
         return [_r(f, "links", Status.SKIP, "L3 does not run on this node")]
     if f.links is None:
@@ -62,7 +68,7 @@ def check_links(f: NodeFacts) -> list[CheckResult]:
             out.append(
                 _r(f, f"links/{name}", Status.OK, f"{name} ({link.kind}) up, mtu {link.mtu}")
             )
-    if f.role == "gateway" and f.link(WG_LINK) is not None and f.wg_peers is None:
+    if WG_LINK in wanted_links(f) and f.link(WG_LINK) is not None and f.wg_peers is None:
         out.append(
             _r(
                 f,
@@ -211,20 +217,32 @@ def check_handshakes(f: NodeFacts) -> list[CheckResult]:
                 "check ravectl status",
             )
         ]
-    out = []
     now = f.now.timestamp()
-    for p in f.wg_peers:
-        age = now - p.latest_handshake if p.latest_handshake else None
-        ok = age is not None and age <= HANDSHAKE_STALE_S
-        when = "never" if age is None else f"{age:.0f} s ago"
-        out.append(
-            _r(
-                f,
-                f"tunnels/{p.public_key[:8]}",
-                Status.OK if ok else Status.FAIL,
-                f"peer {p.endpoint or '(dials us)'} last handshake {when}",
-                "check UDP reachability of the peer's endpoint port (4500) and its NAT; "
-                "keepalives must be < 30 s",
-            )
+    return [_handshake(f, p, now) for p in f.wg_peers]
+
+
+def _handshake(f: NodeFacts, p: WgPeerFact, now: float) -> CheckResult:
+    age = now - p.latest_handshake if p.latest_handshake else None
+    when = "never" if age is None else f"{age:.0f} s ago"
+    check = f"tunnels/{p.public_key[:8]}"
+    if age is not None and age <= HANDSHAKE_STALE_S:
+        return _r(f, check, Status.OK, f"peer {p.endpoint or '(dials us)'} last handshake {when}")
+    if p.allowed_ips == ():
+        # A warm standby of another Gateway: listed without AllowedIPs so a failover moves
+        # routes only. It carries no traffic, so a stale session is not an outage today.
+        return _r(
+            f,
+            check,
+            Status.WARN,
+            f"standby peer {p.endpoint or '(dials us)'} (no AllowedIPs) last handshake {when}",
+            "not an outage: it carries traffic only once elected. Without a fresh session a "
+            "failover to it waits for a first handshake; check UDP 4500 to it and its NAT",
         )
-    return out
+    return _r(
+        f,
+        check,
+        Status.FAIL,
+        f"peer {p.endpoint or '(dials us)'} last handshake {when}",
+        "check UDP reachability of the peer's endpoint port (4500) and its NAT; "
+        "keepalives must be < 30 s",
+    )

@@ -37,7 +37,7 @@ from ravend.kube import errors
 from ravend.kube.client import KubeClient
 from ravend.kube.codec import gateway_from_json, node_from_json, raven_config_from_configmap
 from ravend.kube.resources import CONFIGMAPS, GATEWAYS, NODES
-from ravend.model import RAVEN_CFG_NAME, RAVEN_NAMESPACE, ClusterView, Gateway
+from ravend.model import RAVEN_CFG_NAME, RAVEN_NAMESPACE, ClusterView, EndpointType, Gateway
 
 _RTT = re.compile(r"time=([0-9.]+) ms")
 
@@ -134,6 +134,7 @@ async def collect_node(target: Target, view: ClusterView, node: str) -> NodeFact
         role=role,
         remote_subnets=remote_subnets(view, node),
         has_members=gw is not None and sum(n.gateway == gw.name for n in view.nodes.values()) > 1,
+        standby=role == "member" and gw is not None and node in _tunnel_candidates(gw),
         wg_module=kernel.get("wgmod"),
         wg_go=kernel.get("wggo"),
         vxlan=kernel.get("vxlan") or any(x.kind == "vxlan" for x in link_facts or ()) or None,
@@ -151,6 +152,10 @@ async def collect_node(target: Target, view: ClusterView, node: str) -> NodeFact
         certs=certs_t.result(),
         now=dt.datetime.now(dt.UTC),
     )
+
+
+def _tunnel_candidates(gw: Gateway) -> set[str]:
+    return {e.node_name for e in gw.spec.endpoints if e.type == EndpointType.TUNNEL}
 
 
 def _plan_lines(state: Mapping[str, Any] | None, key: str) -> dict[str, tuple[str, ...]] | None:
@@ -242,7 +247,8 @@ def parse_wg_dump(text: str) -> tuple[WgPeerFact, ...]:
         cols = line.split("\t")
         if len(cols) >= 5:
             endpoint = "" if cols[2] == "(none)" else cols[2]
-            peers.append(WgPeerFact(cols[0], endpoint, int(cols[4] or 0)))
+            allowed = () if cols[3] in ("", "(none)") else tuple(cols[3].split(","))
+            peers.append(WgPeerFact(cols[0], endpoint, int(cols[4] or 0), allowed))
     return tuple(peers)
 
 

@@ -52,6 +52,8 @@ class WgPeerFact:
     endpoint: str
     latest_handshake: int
     """Unix seconds of the last handshake; 0 = never (as `wg show dump` prints it)."""
+    allowed_ips: tuple[str, ...] | None = None
+    """AllowedIPs; () for a warm-standby peer (no routes until elected), None if unknown."""
 
 
 @dataclass(frozen=True)
@@ -96,6 +98,9 @@ class NodeFacts:
     """Pod subnets of the other Gateways' nodes: what the tunnels must carry."""
     has_members: bool = False
     """The node's pool has other nodes (so the gateway needs raven0 for them)."""
+    standby: bool = False
+    """A tunnel candidate of its Gateway that is not active: it keeps a warm raven-wg0 with the
+    gateway's peers and no routes (ravend/l3/plan.py)."""
     wg_module: bool | None = None
     wg_go: bool | None = None
     vxlan: bool | None = None

@@ -196,6 +196,30 @@ def test_stale_or_missing_handshake() -> None:
     assert statuses(check_handshakes(MEMBER)) == {"tunnels": Status.SKIP}
 
 
+def test_standby_peer_without_handshake_is_a_warning_not_a_failure() -> None:
+    # The hub lists another pool's warm standby with no AllowedIPs: no traffic, no outage.
+    standby = WgPeerFact("d" * 44, "", 0, ())
+    stale_active = WgPeerFact("e" * 44, "198.18.0.9:4500", 0, ("10.244.2.0/24",))
+    results = check_handshakes(replace(GATEWAY, wg_peers=(standby, stale_active)))
+    by_check = {r.check: r for r in results}
+    warn = by_check["tunnels/" + "d" * 8]
+    assert warn.status == Status.WARN and "standby" in warn.detail and "failover" in warn.fix
+    (bad,) = failing(results)
+    assert bad.check == "tunnels/" + "e" * 8
+
+
+def test_standby_member_needs_its_warm_wireguard_device() -> None:
+    wg = LinkFact("raven-wg0", "", 1420, True)
+    standby = replace(MEMBER, standby=True, links=(*(MEMBER.links or ()), wg), wg_peers=())
+    assert statuses(check_links(standby))["links/raven-wg0"] == Status.OK
+    (missing,) = failing(check_links(replace(standby, links=MEMBER.links)))
+    assert missing.check == "links/raven-wg0"
+    (dead,) = failing(check_links(replace(standby, wg_peers=None)))
+    assert dead.check == "links/wireguard-device"
+    # A member that is no candidate keeps no WireGuard device.
+    assert "links/raven-wg0" not in statuses(check_links(MEMBER))
+
+
 def test_failed_probe_names_target() -> None:
     f = replace(GATEWAY, probes=(ProbeFact("gw-b", "10.244.2.0/24", "10.244.2.1", False),))
     (bad,) = failing(check_probes(f))
@@ -234,7 +258,10 @@ def test_probe_target_and_wg_dump() -> None:
     assert probe_target("fd00::/64") is None
     dump = (
         "priv\tpub\t4500\toff\n"
-        "peerkey\t(none)\t198.18.0.3:4500\t10.244.0.0/24\t1700000000\t1\t2\t5\n"
+        "peerkey\t(none)\t198.18.0.3:4500\t10.244.0.0/24,10.244.1.0/24\t1700000000\t1\t2\t5\n"
+        "standbykey\t(none)\t(none)\t(none)\t0\t0\t0\t5\n"
     )
-    (peer,) = parse_wg_dump(dump)
-    assert peer == WgPeerFact("peerkey", "198.18.0.3:4500", 1700000000)
+    peer, standby = parse_wg_dump(dump)
+    cidrs = ("10.244.0.0/24", "10.244.1.0/24")
+    assert peer == WgPeerFact("peerkey", "198.18.0.3:4500", 1700000000, cidrs)
+    assert standby == WgPeerFact("standbykey", "", 0, ())
