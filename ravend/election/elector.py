@@ -83,8 +83,8 @@ class LeaderElector:
         self._wake.set()
 
     async def _sleep(self, delay: float) -> None:
-        # Not runtime.Trigger: its asyncio.wait_for can swallow a cancellation on Python 3.11
-        # when the wake-up races with it (seen here: a barrier request during shutdown).
+        # asyncio.timeout rather than asyncio.wait_for: on Python 3.11 wait_for can swallow a
+        # cancellation when the wake-up races with it (seen: a barrier request during shutdown).
         try:
             async with asyncio.timeout(delay):
                 await self._wake.wait()

@@ -247,8 +247,11 @@ class L3Agent:
         retry = 0.0
         while True:
             timeout = retry or self.s.resync_period_s
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow our own cancellation
+            # when the wake-up races with it, and shutdown would hang.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._wake.wait()
             self._wake.clear()
             view = self.view.value
             if not view.synced:
@@ -365,7 +368,8 @@ class L3Agent:
         seen = -1
         while True:
             with contextlib.suppress(TimeoutError):
-                seen, _ = await asyncio.wait_for(self.view.wait_newer(seen), 30.0)
+                async with asyncio.timeout(30.0):
+                    seen, _ = await self.view.wait_newer(seen)
             view = self.view.value
             if not view.synced:
                 continue

@@ -142,7 +142,8 @@ class Prober:
                 await self._tick(gateway, targets)
                 wait = self.interval_s if self._endpoint is not None or probing else None
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self.targets.wait_newer(seen), wait)
+                    async with asyncio.timeout(wait):  # not wait_for: keeps cancellation
+                        await self.targets.wait_newer(seen)
         finally:
             self._close()
 
