@@ -59,7 +59,8 @@ async def run(settings: AgentSettings, stop: asyncio.Event) -> None:
         view: Latest[ClusterView] = Latest(ClusterView())
         informers = ClusterInformers(client, KubeSettings(kubeconfig=settings.kubeconfig), view)
         leader: Latest[bool] = Latest(False)
-        ctx = PlaneContext(settings, client, view, leader, readiness, observe)
+        probes: Latest[frozenset[str]] = Latest(frozenset())
+        ctx = PlaneContext(settings, client, view, leader, readiness, observe, probes)
         try:
             async with asyncio.TaskGroup() as tg:
                 runner = RoleRunner(build_role_specs(ctx), tg, readiness)

@@ -35,6 +35,9 @@ class PlaneContext:
     leader: Latest[bool]
     readiness: Readiness
     observe: ObserveServer
+    probes: Latest[frozenset[str]]
+    """Peer gateway nodes this node's own link probes show down: published by the L3 agent,
+    read by the election (ravend/l3/probe_verdict.py has the safety rule)."""
 
 
 def build_role_specs(ctx: PlaneContext) -> dict[Role, RoleSpec]:
@@ -52,17 +55,7 @@ def build_role_specs(ctx: PlaneContext) -> dict[Role, RoleSpec]:
 class L3Role:
     """The L3 data plane as a role: one L3Agent per start; `disable` removes ravend's kernel
     state (raven-cfg turned L3 off or the node left its pool), cancellation leaves it in place.
-
-    `probe_cell(ctx)` is the link-probe evidence (peer gateway nodes seen down) shared with
-    the election of the same process; it outlives the agents, which publish into it."""
-
-    _probe_cells: dict[int, Latest[frozenset[str]]] = {}
-
-    @classmethod
-    def probe_cell(cls, ctx: PlaneContext) -> Latest[frozenset[str]]:
-        # Keyed by the context (one per process): PlaneContext has no field for it, and only
-        # L3Role and leader_loop may share it without widening the context for every plane.
-        return cls._probe_cells.setdefault(id(ctx), Latest(frozenset[str]()))
+    Every agent publishes its link-probe evidence into `ctx.probes`, which outlives them."""
 
     def __init__(self, ctx: PlaneContext) -> None:
         self._ctx = ctx
@@ -85,7 +78,7 @@ class L3Role:
             ctx.view,
             client=ctx.client,
             ready=ready,
-            probe_failed=L3Role.probe_cell(ctx),
+            probe_failed=ctx.probes,
         )
 
     async def run(self) -> None:
@@ -158,7 +151,7 @@ async def leader_loop(ctx: PlaneContext) -> None:
         leader=ctx.leader,
         # Peer gateways this node's own link probes show down (only while it is its pool's
         # gateway; ravend/l3/probe_verdict.py has the safety rule, docs/failover.md the why).
-        probes=L3Role.probe_cell(ctx),
+        probes=ctx.probes,
     )
     await election.run()
 
