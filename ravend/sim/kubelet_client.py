@@ -156,10 +156,7 @@ class KubeletClient:
     ) -> Exchange:
         port = port or self.port
         address, dial_port = self.resolve(node, port)
-        reader, writer = await asyncio.open_connection(
-            address, dial_port, ssl=self.ssl, server_hostname=address if self.ssl else None
-        )
-        set_nodelay(writer)
+        reader, writer = await self._dial(address, dial_port)
         lines = [f"{method} {path} HTTP/1.1", f"Host: {host or f'{node}:{port}'}"]
         lines += [f"{k}: {v}" for k, v in headers]
         if body:
@@ -173,6 +170,16 @@ class KubeletClient:
                 raise ConnectionError(f"no response from {node} ({address}:{dial_port})")
             buf += data
         return Exchange(parse_response_head(bytes(buf[:end])), bytes(buf[end:]), reader, writer)
+
+    async def _dial(
+        self, address: str, port: int
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        """Open the connection a request goes over (tests override where it starts from)."""
+        reader, writer = await asyncio.open_connection(
+            address, port, ssl=self.ssl, server_hostname=address if self.ssl else None
+        )
+        set_nodelay(writer)
+        return reader, writer
 
     async def request(self, node: str, method: str, path: str, **kw: object) -> Response:
         ex = await self.open(node, method, path, **kw)  # type: ignore[arg-type]

@@ -32,14 +32,14 @@ from ravend.certs.tls import client_context
 from ravend.ctl.collect import fetch_view
 from ravend.kube.client import KubeClient, connect
 from ravend.l7proxy.front_splice import set_nodelay
-from ravend.l7proxy.http_head import ResponseHead, head_end, parse_response_head
+from ravend.l7proxy.http_head import ResponseHead
 from ravend.model import ClusterView, EndpointType
 from ravend.sim import kubelet_wire as wire
 from ravend.sim.apiserver.pki import ClusterCA
 from ravend.sim.cluster import ClusterOptions, SimCluster
 from ravend.sim.demo_checks import ensure_pods
 from ravend.sim.demo_l7 import APISERVER_CN, CONTAINER, POD_NAMESPACE, demo_pod
-from ravend.sim.kubelet_client import Exchange, KubeletClient, Resolver, fixed_resolver
+from ravend.sim.kubelet_client import KubeletClient, Resolver, fixed_resolver
 from ravend.sim.topology import Topology
 
 HAVE_NETNS = (
@@ -107,33 +107,10 @@ class NetnsKubeletClient(KubeletClient):
         super().__init__(resolve, ssl_context, port)
         self.netns = netns
 
-    async def open(
-        self,
-        node: str,
-        method: str,
-        path: str,
-        *,
-        port: int | None = None,
-        headers: tuple[tuple[str, str], ...] = (),
-        body: bytes = b"",
-        host: str | None = None,
-    ) -> Exchange:
-        port = port or self.port
-        address, dial_port = self.resolve(node, port)
-        reader, writer = await dial_in(self.netns, address, dial_port, self.ssl)
-        lines = [f"{method} {path} HTTP/1.1", f"Host: {host or f'{node}:{port}'}"]
-        lines += [f"{k}: {v}" for k, v in headers]
-        if body:
-            lines.append(f"Content-Length: {len(body)}")
-        writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
-        buf = bytearray()
-        while (end := head_end(buf)) is None:
-            data = await reader.read(65536)
-            if not data:
-                writer.close()
-                raise ConnectionError(f"no response from {node} ({address}:{dial_port})")
-            buf += data
-        return Exchange(parse_response_head(bytes(buf[:end])), bytes(buf[end:]), reader, writer)
+    async def _dial(
+        self, address: str, port: int
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return await dial_in(self.netns, address, port, self.ssl)
 
 
 # ---- request helpers -----------------------------------------------------------------------
