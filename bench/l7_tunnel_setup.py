@@ -217,7 +217,7 @@ def make_pki(directory: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:
     issue(name("bench CA"), ca_key, True, "ca")
     issue(name("tunnel"), ec.generate_private_key(ec.SECP256R1()), False, "server")
     issue(
-        name("system:node:edge-1", "system:nodes"),
+        name("ravend:tunnel:edge-1", "ravend:tunnel-clients"),
         ec.generate_private_key(ec.SECP256R1()),
         False,
         "edge-1",

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
+from ravend.certs.tls import identity_from_peercert
 from ravend.l7proxy.protocol import Connection, Role
 from ravend.l7proxy.protocol_frames import Target
 from ravend.l7proxy.settings import L7TunnelSettings
@@ -29,21 +30,14 @@ from ravend.runtime import Latest
 log = logging.getLogger(__name__)
 
 IdentityOf = Callable[[dict[str, Any]], str | None]
+"""The node a verified client certificate (`getpeercert()`) speaks for, or None to refuse.
+The default is `ravend.certs.tls.identity_from_peercert`: CN `ravend:tunnel:<node>` in the
+`ravend:tunnel-clients` group, the certificates ravend's CSR flow issues for tunnels. A
+kubelet's `system:node:<name>` certificate is refused: it proves a node, not a ravend edge."""
 
 
 class NodeNotConnected(TunnelError):
     """No tunnel from that node is connected to this server."""
-
-
-def node_identity(cert: dict[str, Any]) -> str | None:
-    """Kubernetes node identity: subject O=system:nodes, CN=system:node:<name>."""
-    fields = [pair for rdn in cert.get("subject", ()) for pair in rdn]
-    names = [value for key, value in fields if key == "commonName"]
-    orgs = {value for key, value in fields if key == "organizationName"}
-    if len(names) != 1 or "system:nodes" not in orgs:
-        return None
-    prefix, _, node = names[0].partition("system:node:")
-    return node if not prefix and node else None
 
 
 def check_server_context(ctx: ssl.SSLContext) -> None:
@@ -62,7 +56,7 @@ class TunnelServer:
         ssl_context: ssl.SSLContext,
         settings: L7TunnelSettings | None = None,
         *,
-        identity_of: IdentityOf = node_identity,
+        identity_of: IdentityOf = identity_from_peercert,
         host: str | None = None,
         port: int | None = None,
     ) -> None:

@@ -75,6 +75,15 @@ class Stream:
         """Both directions are over (or the stream failed)."""
         return self._error is not None or (self._eof and self._sent_fin)
 
+    @property
+    def idle(self) -> bool:
+        """Healthy, open both ways, nothing received and unread: fit to carry a new exchange.
+
+        For connection pools (the front end keeps idle streams to reuse them): a stream the
+        peer closed, reset or sent unasked bytes on is not idle.
+        """
+        return self._error is None and not (self._eof or self._sent_fin or self._buf)
+
     async def read(self, max_bytes: int = 256 * 1024) -> bytes:
         """Up to `max_bytes` bytes; b"" at end of stream. Raises StreamResetError/TunnelClosed."""
         while not self._buf:

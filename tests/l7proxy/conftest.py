@@ -154,9 +154,12 @@ def make_pki(directory: Path) -> Pki:
     ]
     _write(directory, "server", _issue(_name("tunnel"), ca_name, ca_key, key, san=san), key)
     clients = {
-        "edge-1": _name("system:node:edge-1", "system:nodes"),
-        "edge-2": _name("system:node:edge-2", "system:nodes"),
+        # The subjects ravend's CSR flow gives tunnel clients (ravend/certs/csr.py).
+        "edge-1": _name("ravend:tunnel:edge-1", "ravend:tunnel-clients"),
+        "edge-2": _name("ravend:tunnel:edge-2", "ravend:tunnel-clients"),
         "intruder": _name("edge-1"),  # a valid certificate that does not name a node
+        # A kubelet's client certificate proves a node, but not that it is a ravend edge.
+        "kubelet-cert": _name("system:node:edge-1", "system:nodes"),
     }
     for file_name, subject in clients.items():
         key = ec.generate_private_key(ec.SECP256R1())

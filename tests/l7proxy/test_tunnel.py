@@ -228,7 +228,7 @@ async def test_certificate_that_names_no_node_is_refused(
     server_ctx: ssl.SSLContext, client_ctx: ClientContext
 ) -> None:
     async with TunnelServer(server_ctx, FAST, host="127.0.0.1") as server:
-        for name in ("intruder", None):
+        for name in ("intruder", "kubelet-cert", None):
             async with running_client(server.port, client_ctx(name)) as client:
                 await asyncio.sleep(0.5)  # several dial attempts
                 assert server.connected.value == frozenset()
@@ -283,3 +283,26 @@ async def test_server_shutdown_lets_open_streams_finish(
         assert reply.result() == payload  # drained after GOAWAY, not cut
         assert closing.done()
     await assert_no_tasks_left()
+
+
+def is_idle(stream: Stream) -> bool:
+    # A call, not the bare property: mypy would keep the narrowing from an earlier assert.
+    return stream.idle
+
+
+async def test_stream_is_idle_only_while_reusable(
+    server_ctx: ssl.SSLContext, client_ctx: ClientContext
+) -> None:
+    async with tunnel(server_ctx, client_ctx) as server:
+        stream = server.open_stream("edge-1", Target("edge-1", ECHO))
+        assert is_idle(stream)
+        await stream.write(b"ping")
+        await wait_for(lambda: not stream.idle)  # the echo arrived unread
+        assert await stream.read() == b"ping"
+        assert is_idle(stream)
+        stream.write_eof()
+        assert not is_idle(stream)
+        assert await stream.read() == b""
+        failed = server.open_stream("edge-1", Target("edge-1", FAIL))
+        await wait_for(lambda: not failed.idle)  # reset by the edge
+        stream.close()

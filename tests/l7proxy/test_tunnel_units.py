@@ -1,4 +1,4 @@
-"""Pure parts of the tunnel transport: redial backoff, upgrade handshake, certificate identity."""
+"""Pure parts of the tunnel transport: redial backoff, upgrade handshake, settings."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from ravend.l7proxy.tunnel_handshake import (
     check_request,
     check_response,
 )
-from ravend.l7proxy.tunnel_server import node_identity
 
 
 def test_backoff_doubles_up_to_the_cap_with_jitter() -> None:
@@ -57,27 +56,6 @@ def test_client_sees_refusal() -> None:
         check_response(build_response(403, "certificate does not name a node"))
     with pytest.raises(HandshakeError):
         check_response(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\n\r\n")
-
-
-def subject(*pairs: tuple[str, str]) -> dict[str, object]:
-    return {"subject": tuple(((k, v),) for k, v in pairs)}
-
-
-@pytest.mark.parametrize(
-    ("cert", "node"),
-    [
-        (subject(("organizationName", "system:nodes"), ("commonName", "system:node:e1")), "e1"),
-        (subject(("commonName", "system:node:e1")), None),  # not in the nodes group
-        (subject(("organizationName", "system:nodes"), ("commonName", "e1")), None),
-        (subject(("organizationName", "system:nodes"), ("commonName", "system:node:")), None),
-        (subject(("organizationName", "system:nodes"), ("commonName", "x-system:node:e1")), None),
-        ({}, None),
-    ],
-)
-def test_node_identity_comes_only_from_a_node_certificate(
-    cert: dict[str, object], node: str | None
-) -> None:
-    assert node_identity(cert) == node
 
 
 def test_settings_map_onto_the_protocol() -> None:
