@@ -1,18 +1,25 @@
 """Benchmark: kubelet requests through the L7 proxy vs direct, a byte relay and `ssh -tt -R`.
 
+Every party runs in its own process, as in production (bench/l7_proxy_procs.py): the fake
+kubelet; the cloud side (tunnel server + front ends); the edge side (tunnel client + edge
+handler); the byte relay; ssh and sshd. This process is the caller (the load generator): the
+same code for every path, so its own cost and limits weigh on all paths alike.
+
 Paths to the same fake kubelet (TLS, client certificate required) on 127.0.0.22:
-  direct  the caller dials the kubelet
-  relay   a plain asyncio byte relay in between (TLS passes through)
-  ravend  HTTPS front end -> tunnel (mutual TLS) -> edge -> TLS to the kubelet
-  ssh     `ssh -tt -R` reverse tunnel through a throwaway sshd on loopback (skipped with a reason
-          when sshd cannot start)
-Small requests: GET /healthz at concurrency 1 and 32, in two caller modes, on every path alike:
-"new" opens a connection (and TLS handshake) per request; "keepalive" keeps one connection per
-concurrent caller, as the kube-apiserver does with its kubelet connections. Figures: req/s, p50,
-p99, CPU per request (this process: caller + proxy; plus the kubelet process, and ssh/sshd for
-the ssh path). Large stream: GET /metrics of 64 MiB, MB/s. `main()` returns bench records
-(bench/common.py: ravend's figures against ssh, or direct for the bulk share); run as
-`python -m bench.l7_proxy` it also prints every row as JSON and a table.
+  direct         the caller dials the kubelet
+  relay          a plain asyncio byte relay in between (TLS passes through)
+  ravend         HTTPS front end -> tunnel (mutual TLS) -> edge -> TLS to the kubelet
+  ravend-uvloop  the same, with the cloud process on uvloop (proxy-only nodes may use it)
+  ssh            `ssh -tt -R` reverse tunnel through a throwaway sshd on loopback (skipped with
+                 a reason when sshd cannot start)
+and each again on the kubelet's plain read-only port ("-plain").
+Small requests: GET /healthz at concurrency 1 and 32, in two caller modes: "new" opens a
+connection (and TLS handshake) per request; "keepalive" keeps one connection per concurrent
+caller, as the kube-apiserver does. Large stream: GET /metrics of 64 MiB, MB/s.
+Figures per case: req/s, p50, p99, and CPU per request of every process of the path (caller,
+proxy processes with their children, kubelet: `cpu_us_per_req`) and of the proxy processes alone
+(`proxy_cpu_us_per_req`); the caller's own share is `caller_cpu_us_per_req`. Paths are measured
+in interleaved rounds and each figure is the median over rounds.
 """
 
 from __future__ import annotations
@@ -20,325 +27,155 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import functools
 import json
-import os
-import shutil
-import socket
+import re
 import ssl
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ravend.certs.tls import client_context, identity_from_peercert, server_context
-from ravend.l7proxy.edge import EdgeHandler
-from ravend.l7proxy.front_dial import UpstreamDialer
-from ravend.l7proxy.front_framing import ResponseFramer
-from ravend.l7proxy.front_splice import SocketPipe, set_nodelay, splice
-from ravend.l7proxy.frontend import FrontEnd
-from ravend.l7proxy.settings import L7TunnelSettings
-from ravend.l7proxy.tunnel_client import ServerAddress, TunnelClient
-from ravend.l7proxy.tunnel_server import TunnelServer
-from ravend.model import (
-    GATEWAY_LABEL,
-    ClusterView,
-    Endpoint,
-    EndpointType,
-    ExposeType,
-    Gateway,
-    GatewaySpec,
-    GatewayStatus,
-    Node,
-    ObjectMeta,
-    ProxyConfig,
+from bench.l7_proxy_procs import (
+    BULK_BYTES,
+    CLIENT_USAGES,
+    KUBELET_IP,
+    Party,
+    free_port,
+    kubelet_process,
+    proc_cpu,
+    ssh_tunnel,
 )
-from ravend.runtime import Latest
-from ravend.sim.apiserver.pki import ClusterCA
+from ravend.certs.tls import client_context
+from ravend.l7proxy.front_splice import set_nodelay
+from ravend.sim.apiserver.pki import ClusterCA, key_pem
 from ravend.sim.kubelet_client import KubeletClient, fixed_resolver
 
-KUBELET_IP = "127.0.0.22"
-BULK_BYTES = 64 << 20
-CLIENT_USAGES = ["digital signature", "key encipherment", "client auth"]
 
+@dataclass
+class PathSpec:
+    """Where to dial for one path, and the processes whose CPU it costs."""
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def view(port: int, plain_port: int) -> ClusterView:
-    proxy = ProxyConfig(1, proxy_https_port=str(port), proxy_http_port=str(plain_port))
-    pools = {"cloud-1": "gw-cloud", "edge-1": "gw-a", "edge-2": "gw-a"}
-    ips = {"cloud-1": "127.0.0.11", "edge-1": "127.0.0.21", "edge-2": KUBELET_IP}
-    nodes = {n: Node(ObjectMeta(n, labels={GATEWAY_LABEL: g}), (ips[n],)) for n, g in pools.items()}
-    gws = {}
-    for gw, node in (("gw-cloud", "cloud-1"), ("gw-a", "edge-1")):
-        ep = Endpoint(node, EndpointType.PROXY, 10262)
-        expose = ExposeType.PUBLIC_IP if gw == "gw-cloud" else ExposeType.NONE
-        spec = GatewaySpec(proxy_config=proxy, endpoints=(ep,), expose_type=expose)
-        gws[gw] = Gateway(ObjectMeta(gw), spec, GatewayStatus(active_endpoints=(ep,)))
-    return ClusterView(gws, nodes, synced=True)
-
-
-async def _relay_conn(r: asyncio.StreamReader, w: asyncio.StreamWriter, port: int) -> None:
-    set_nodelay(w)
-    ur, uw = await asyncio.open_connection(KUBELET_IP, port)
-    set_nodelay(uw)
-    caller, upstream = SocketPipe(r, w), SocketPipe(ur, uw)
-    await splice(caller, upstream)
-    caller.close()
-    upstream.close()
-
-
-@contextlib.asynccontextmanager
-async def ravend_paths(
-    ca: ClusterCA, port: int, plain_port: int
-) -> AsyncIterator[dict[str, tuple[str, int]]]:
-    """Kubelet, byte relays and the proxy; yields path name -> address to dial."""
-    front_cert, front_key = ca.issue(
-        "system:node:cloud-1",
-        ["system:nodes"],
-        usages=["digital signature", "server auth"],
-        sans=["127.0.0.1"],
-    )
-    proxy_cert, proxy_key = ca.issue("ravend-proxy-client", usages=CLIENT_USAGES)
-    edge_cert, edge_key = ca.issue(
-        "ravend:tunnel:edge-1", ["ravend:tunnel-clients"], usages=CLIENT_USAGES
-    )
-    kubelet_ctx = client_context(None, proxy_cert, proxy_key)
-    latest = Latest(view(port, plain_port))
-    server_tls = server_context(front_cert, front_key, ca.cert_pem)
-    settings = L7TunnelSettings(port=0)
-    tunnels = TunnelServer(
-        server_tls, settings, identity_of=identity_from_peercert, host="127.0.0.1"
-    )
-
-    async def no_pods(_ns: str, _name: str) -> str | None:
-        return None
-
-    dialer = UpstreamDialer(lambda: kubelet_ctx, tunnels)
-
-    def front_end(tls: ssl.SSLContext | None) -> FrontEnd:
-        return FrontEnd(
-            me="cloud-1",
-            view=latest,
-            pods=no_pods,
-            host="127.0.0.1",
-            upstreams=dialer,
-            ssl_context=tls,
-        )
-
-    front, plain_front = front_end(server_tls), front_end(None)
-    relay = await asyncio.start_server(lambda r, w: _relay_conn(r, w, port), "127.0.0.1", 0)
-    plain_relay = await asyncio.start_server(
-        lambda r, w: _relay_conn(r, w, plain_port), "127.0.0.1", 0
-    )
-    async with tunnels, front, plain_front, asyncio.TaskGroup() as tg:
-        edge_tls = client_context(ca.cert_pem, edge_cert, edge_key)
-        handler = EdgeHandler("edge-1", latest, lambda: kubelet_ctx)
-        client = TunnelClient(
-            [ServerAddress("127.0.0.1", tunnels.port, edge_tls)], handler, settings
-        )
-        task = tg.create_task(client.run())
-        while "edge-1" not in tunnels.connected.value:
-            await asyncio.sleep(0.01)
-        try:
-            yield {
-                "direct": (KUBELET_IP, port),
-                "relay": ("127.0.0.1", relay.sockets[0].getsockname()[1]),
-                "ravend": ("127.0.0.1", front.port),
-                "direct-plain": (KUBELET_IP, plain_port),
-                "relay-plain": ("127.0.0.1", plain_relay.sockets[0].getsockname()[1]),
-                "ravend-plain": ("127.0.0.1", plain_front.port),
-            }
-        finally:
-            task.cancel()
-            relay.close()
-            plain_relay.close()
-
-
-def _proc_cpu(pids: list[int]) -> float:
-    """User+system CPU seconds of `pids` and all their descendants (from /proc)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-                children.setdefault(ppid, []).append(int(entry.name))
-    total, todo = 0.0, list(pids)
-    while todo:
-        pid = todo.pop()
-        todo += children.get(pid, [])
-        with contextlib.suppress(OSError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
-
-
-@contextlib.contextmanager
-def kubelet_process(ca: ClusterCA, port: int, plain_port: int) -> Any:
-    """The fake kubelet in its own process (as on a real node), so the proxy and the caller
-    do not share its CPU; yields its pid."""
-    with tempfile.TemporaryDirectory(prefix="bench-kubelet-") as tmp:
-        (Path(tmp) / "ca.crt").write_bytes(ca.cert_pem)
-        (Path(tmp) / "ca.key").write_bytes(ca.key_pem)
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "ravend.sim.kubelet",
-                "--node",
-                "edge-2",
-                "--listen",
-                KUBELET_IP,
-                "--port",
-                str(port),
-                "--read-only-port",
-                str(plain_port),
-                "--ca",
-                f"{tmp}/ca.crt",
-                "--ca-key",
-                f"{tmp}/ca.key",
-                "--metrics-bytes",
-                str(BULK_BYTES),
-            ],
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                with contextlib.suppress(OSError), socket.create_connection((KUBELET_IP, port)):
-                    break
-                time.sleep(0.1)
-            yield proc.pid
-        finally:
-            proc.terminate()
-            proc.wait(5)
-
-
-@contextlib.contextmanager
-def ssh_tunnel(kubelet_port: int, plain_port: int) -> Any:
-    """Yields (TLS port, plain port, pids) of `ssh -tt -R` to the kubelet, or a skip reason."""
-    sshd, ssh = shutil.which("sshd") or "/usr/sbin/sshd", shutil.which("ssh")
-    if not (os.path.exists(sshd) and ssh and os.geteuid() == 0):
-        yield "sshd/ssh missing or not root"
-        return
-    with tempfile.TemporaryDirectory(prefix="bench-ssh-") as tmp:
-        d = Path(tmp)
-        for name in ("host", "user"):
-            subprocess.run(
-                ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / name)], check=True
-            )
-        (d / "authorized_keys").write_text((d / "user.pub").read_text())
-        port, rport, rplain = free_port(), free_port(), free_port()
-        (d / "sshd_config").write_text(
-            f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d / 'host'}\nPidFile {d / 'pid'}\n"
-            f"AuthorizedKeysFile {d / 'authorized_keys'}\nStrictModes no\nUsePAM no\n"
-            "PermitRootLogin prohibit-password\nAllowTcpForwarding yes\n"
-        )
-        Path("/run/sshd").mkdir(exist_ok=True)
-        daemon = subprocess.Popen(
-            [sshd, "-D", "-e", "-f", str(d / "sshd_config")], stderr=subprocess.DEVNULL
-        )
-        time.sleep(0.5)
-        client = subprocess.Popen(
-            [
-                ssh,
-                "-tt",
-                "-i",
-                str(d / "user"),
-                "-p",
-                str(port),
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "LogLevel=ERROR",
-                "-R",
-                f"{rport}:{KUBELET_IP}:{kubelet_port}",
-                "-R",
-                f"{rplain}:{KUBELET_IP}:{plain_port}",
-                "root@127.0.0.1",
-                "sleep",
-                "3600",
-            ],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        try:
-            deadline = time.monotonic() + 5
-            while time.monotonic() < deadline:
-                with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", rport)):
-                    break
-                time.sleep(0.1)
-            else:
-                yield "ssh -R did not come up"
-                return
-            yield rport, rplain, [daemon.pid, client.pid]
-        finally:
-            for proc in (client, daemon):
-                proc.terminate()
-                proc.wait(5)
+    name: str
+    address: tuple[str, int]
+    proxy_pids: list[int] = field(default_factory=list)
+    kubelet_pid: int = 0
 
 
 Getter = Callable[[], Awaitable[int]]
+_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)", re.IGNORECASE)
+
+
+class _KeptProtocol(asyncio.Protocol):
+    """A lean HTTP/1.1 response reader for /healthz (Content-Length framed, no chunking): the
+    load generator must cost little, or it, not the path, sets the tail at c32."""
+
+    def __init__(self) -> None:
+        self.buf = bytearray()
+        self.waiter: asyncio.Future[int] | None = None
+        self.lost = False
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        end = self.buf.find(b"\r\n\r\n")
+        if end < 0 or self.waiter is None:
+            return
+        match = _LENGTH.search(self.buf, 0, end)
+        assert match is not None, "the benchmark expects Content-Length responses"
+        total = end + 4 + int(match.group(1))
+        if len(self.buf) >= total:
+            status = int(self.buf[9:12])
+            del self.buf[:total]
+            self.waiter.set_result(status)
+            self.waiter = None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(ConnectionError("kept connection closed"))
 
 
 class KeptConnection:
-    """One caller connection reused for every request (re-dialled only if the server closes)."""
+    """One caller connection reused for every request; re-dialled (and the request retried
+    once) if the server closed it between requests (the front end's max requests per
+    connection)."""
 
     def __init__(self, address: tuple[str, int], tls: ssl.SSLContext | None, port: int) -> None:
         self.address, self.tls = address, tls
         self.request = f"GET /healthz HTTP/1.1\r\nHost: edge-2:{port}\r\n\r\n".encode()
-        self.conn: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
+        self.conn: tuple[asyncio.Transport, _KeptProtocol] | None = None
         self.connects = 0
 
     async def get(self) -> int:
-        if self.conn is None:
-            host, port = self.address
-            self.conn = await asyncio.open_connection(
-                host, port, ssl=self.tls, server_hostname=host if self.tls else None
-            )
-            set_nodelay(self.conn[1])
-            self.connects += 1
-        reader, writer = self.conn
-        writer.write(self.request)
-        framer = ResponseFramer("GET")
-        while not framer.done:
-            data = await reader.read(65536)
-            if not data:
-                raise ConnectionError("server closed the kept connection mid-response")
-            framer.feed(data)
-        if not framer.reusable:
-            writer.close()
-            self.conn = None
-        assert framer.head is not None
-        return framer.head.status
+        for retry in (True, False):
+            if self.conn is None or self.conn[1].lost:
+                host, port = self.address
+                name = host if self.tls else None
+                self.conn = await asyncio.get_running_loop().create_connection(
+                    _KeptProtocol, host, port, ssl=self.tls, server_hostname=name
+                )
+                set_nodelay_transport(self.conn[0])
+                self.connects += 1
+            transport, proto = self.conn
+            proto.waiter = asyncio.get_running_loop().create_future()
+            transport.write(self.request)
+            try:
+                return await proto.waiter
+            except ConnectionError:
+                self.conn = None
+                if not retry:
+                    raise
+        raise AssertionError("unreachable")
 
     def close(self) -> None:
         if self.conn is not None:
-            self.conn[1].close()
+            self.conn[0].close()
             self.conn = None
 
 
+def set_nodelay_transport(transport: asyncio.BaseTransport) -> None:
+    class _W:  # set_nodelay reads only get_extra_info
+        get_extra_info = transport.get_extra_info
+
+    set_nodelay(_W())  # type: ignore[arg-type]
+
+
+@dataclass
+class Meter:
+    """CPU of the caller (this process), of the proxy processes and of the kubelet."""
+
+    path: PathSpec
+    start: tuple[float, float, float] = (0.0, 0.0, 0.0)
+
+    def read(self) -> tuple[float, float, float]:
+        p = self.path
+        kubelet = proc_cpu([p.kubelet_pid]) if p.kubelet_pid else 0.0
+        return time.process_time(), proc_cpu(p.proxy_pids), kubelet
+
+    def __enter__(self) -> Meter:
+        self.start = self.read()
+        return self
+
+    def used(self) -> tuple[float, float, float]:
+        return tuple(b - a for a, b in zip(self.start, self.read(), strict=True))  # type: ignore[return-value]
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+def _cpu_fields(used: tuple[float, float, float], n: int) -> dict[str, int]:
+    caller, proxy, kubelet = used
+    return {
+        "cpu_us_per_req": round((caller + proxy + kubelet) / n * 1e6),
+        "proxy_cpu_us_per_req": round(proxy / n * 1e6),
+        "caller_cpu_us_per_req": round(caller / n * 1e6),
+    }
+
+
 async def rr_case(
-    name: str,
-    getter: Callable[[], Getter],
-    conc: int,
-    total: int,
-    extra_cpu: Callable[[], float],
-    *,
-    mode: str = "new",
+    path: PathSpec, getter: Callable[[], Getter], conc: int, total: int, mode: str
 ) -> dict[str, Any]:
     """`getter()` is called once per concurrent worker (one kept connection each)."""
     latencies: list[float] = []
@@ -350,48 +187,42 @@ async def rr_case(
             assert await get() == 200
             latencies.append(time.perf_counter() - t0)
 
-    cpu0, extra0, t0 = time.process_time(), extra_cpu(), time.perf_counter()
-    async with asyncio.TaskGroup() as tg:
-        for _ in range(conc):
-            tg.create_task(worker(total // conc))
-    wall = time.perf_counter() - t0
-    cpu = time.process_time() - cpu0 + extra_cpu() - extra0
+    with Meter(path) as meter:
+        t0 = time.perf_counter()
+        async with asyncio.TaskGroup() as tg:
+            for _ in range(conc):
+                tg.create_task(worker(total // conc))
+        wall = time.perf_counter() - t0
+        used = meter.used()
     q = statistics.quantiles(latencies, n=100)
     return {
-        "path": name,
+        "path": path.name,
         "case": f"{mode} c{conc}",
         "requests": len(latencies),
         "req_per_s": round(len(latencies) / wall),
         "p50_us": round(q[49] * 1e6),
         "p99_us": round(q[98] * 1e6),
-        "cpu_us_per_req": round(cpu / len(latencies) * 1e6),
+        **_cpu_fields(used, len(latencies)),
     }
 
 
-async def bulk_case(name: str, client: KubeletClient, repeat: int) -> dict[str, Any]:
+async def bulk_case(path: PathSpec, client: KubeletClient, repeat: int) -> dict[str, Any]:
     rates = []
     for _ in range(repeat):
         t0 = time.perf_counter()
         resp = await client.get("edge-2", "/metrics")
         assert resp.status == 200 and len(resp.body) == BULK_BYTES, resp.status
         rates.append(BULK_BYTES / (time.perf_counter() - t0) / 1e6)
-    return {"path": name, "case": "bulk-64MiB", "mb_per_s": round(statistics.median(rates))}
+    return {"path": path.name, "case": "bulk-64MiB", "mb_per_s": round(statistics.median(rates))}
 
 
 async def measure(
-    name: str,
-    address: tuple[str, int],
-    ca: ClusterCA,
-    quick: bool,
-    extra_cpu: Callable[[], float] = lambda: 0.0,
+    path: PathSpec, tls: ssl.SSLContext, ports: tuple[int, int], quick: bool
 ) -> list[dict[str, Any]]:
-    cert, key = ca.issue("kube-apiserver-kubelet-client", ["system:masters"], usages=CLIENT_USAGES)
-    if name.endswith("-plain"):
-        client = KubeletClient(fixed_resolver(*address), None, plain_port)
-    else:
-        client = KubeletClient(
-            fixed_resolver(*address), client_context(None, cert, key), kubelet_port
-        )
+    """Every case of one path, once."""
+    plain = path.name.endswith("-plain")
+    ctx, port = (None, ports[1]) if plain else (tls, ports[0])
+    client = KubeletClient(fixed_resolver(*path.address), ctx, port)
 
     async def get() -> int:
         return (await client.get("edge-2", "/healthz")).status
@@ -399,56 +230,123 @@ async def measure(
     kept: list[KeptConnection] = []
 
     def keep_alive() -> Getter:
-        kept.append(KeptConnection(address, client.ssl, client.port))
+        kept.append(KeptConnection(path.address, ctx, port))
         return kept[-1].get
 
-    n = 200 if quick else 1000
+    n = 200 if quick else 800
     rows = []
     for mode, getter in (("new", lambda: get), ("keepalive", keep_alive)):
-        await rr_case(name, getter, 4, 40, extra_cpu, mode=mode)  # warm-up (and pools filled)
-        rows.append(await rr_case(name, getter, 1, n, extra_cpu, mode=mode))
-        rows.append(await rr_case(name, getter, 32, n * 2, extra_cpu, mode=mode))
+        await rr_case(path, getter, 4, 40, mode)  # warm-up (and pools filled)
+        rows.append(await rr_case(path, getter, 1, n // 2 if mode == "new" else n, mode))
+        rows.append(await rr_case(path, getter, 32, n * 2, mode))
     for conn in kept:
         conn.close()
-    rows[-1]["caller_connects"] = sum(k.connects for k in kept)
-    rows.append(await bulk_case(name, client, 2 if quick else 5))
+    rows.append(await bulk_case(path, client, 1 if quick else 2))
     return rows
 
 
-kubelet_port, plain_port = free_port(), free_port()
+def medians(rounds: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Per (path, case), the median of every numeric figure over the rounds."""
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    samples: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for rows in rounds:
+        for row in rows:
+            key = (row["path"], row.get("case", ""))
+            samples.setdefault(key, []).append(row)
+    for key, rows in samples.items():
+        merged = dict(rows[0])
+        for name, value in rows[0].items():
+            if isinstance(value, int | float) and name != "requests":
+                merged[name] = round(statistics.median(r[name] for r in rows))
+        merged["rounds"] = len(rows)
+        out[key] = merged
+    return list(out.values())
+
+
+@contextlib.contextmanager
+def parties(d: Path, kport: int, pport: int, profile: Path | None) -> Iterator[list[PathSpec]]:
+    """Start the relay and two ravend cloud/edge pairs (asyncio, uvloop cloud); yield paths."""
+    started: list[Party] = []
+    try:
+        relay = Party("relay", d, kport, pport)
+        started.append(relay)
+        specs = [PathSpec("relay", ("127.0.0.1", relay.ports["https"]), [relay.pid])]
+        specs.append(PathSpec("relay-plain", ("127.0.0.1", relay.ports["http"]), [relay.pid]))
+        for name, loop in (("ravend", "asyncio"), ("ravend-uvloop", "uvloop")):
+            extra = ["--loop", loop]
+            if profile is not None and loop == "asyncio":
+                extra += ["--profile", str(profile)]
+            cloud = Party("cloud", d, kport, pport, *extra)
+            started.append(cloud)
+            edge = Party("edge", d, kport, pport, "--tunnel-port", str(cloud.ports["tunnel"]))
+            started.append(edge)
+            pids = [cloud.pid, edge.pid]
+            specs.append(PathSpec(name, ("127.0.0.1", cloud.ports["https"]), pids))
+            specs.append(PathSpec(f"{name}-plain", ("127.0.0.1", cloud.ports["http"]), pids))
+        yield specs
+    finally:
+        for party in reversed(started):
+            party.stop()
+
+
+async def wait_through(path: PathSpec, tls: ssl.SSLContext, port: int) -> None:
+    """Until a request gets through (the edge has dialled the tunnel)."""
+    client = KubeletClient(fixed_resolver(*path.address), tls, port)
+    deadline = time.monotonic() + 15
+    while True:
+        with contextlib.suppress(OSError, ConnectionError):
+            if (await client.get("edge-2", "/healthz")).status == 200:
+                return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"path {path.name} does not answer")
+        await asyncio.sleep(0.1)
+
+
+def _paths(
+    kport: int, pport: int, ps: list[PathSpec], ssh: Any
+) -> tuple[list[PathSpec], list[Any]]:
+    paths = [PathSpec("direct", (KUBELET_IP, kport)), PathSpec("direct-plain", (KUBELET_IP, pport))]
+    paths += ps
+    if isinstance(ssh, str):
+        return paths, [{"path": "ssh", "skipped": ssh}]
+    paths.append(PathSpec("ssh", ("127.0.0.1", ssh[0]), ssh[2]))
+    paths.append(PathSpec("ssh-plain", ("127.0.0.1", ssh[1]), ssh[2]))
+    return paths, []
+
+
+async def run(quick: bool, rounds: int, profile: Path | None = None) -> list[dict[str, Any]]:
+    ca = ClusterCA.create()
+    cert, key = ca.issue("kube-apiserver-kubelet-client", ["system:masters"], usages=CLIENT_USAGES)
+    tls = client_context(None, cert, key)
+    kport, pport = free_port(), free_port()
+    results = []
+    with tempfile.TemporaryDirectory(prefix="bench-l7-") as tmp:
+        d = Path(tmp)
+        (d / "ca.crt").write_bytes(ca.cert_pem)
+        (d / "ca.key").write_bytes(key_pem(ca.key))
+        with (
+            kubelet_process(d, kport, pport) as kubelet,
+            parties(d, kport, pport, profile) as ps,
+            ssh_tunnel(kport, pport) as ssh,
+        ):
+            paths, skipped = _paths(kport, pport, ps, ssh)
+            for path in paths:
+                path.kubelet_pid = kubelet
+                if not path.name.endswith("-plain"):
+                    await wait_through(path, tls, kport)
+            for _ in range(rounds):  # interleaved: every path once per round
+                for path in paths:
+                    results.append(await measure(path, tls, (kport, pport), quick))
+    return skipped + medians(results)
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    cols = ["path", "case", "req_per_s", "p50_us", "p99_us", "cpu_us_per_req", "mb_per_s"]
-    lines = [" | ".join(f"{c:>14}" for c in cols)]
-    lines += [" | ".join(f"{row.get(c, ''):>14}" for c in cols) for row in rows]
+    cols = ["path", "case", "req_per_s", "p50_us", "p99_us", "cpu_us_per_req"]
+    cols += ["proxy_cpu_us_per_req", "caller_cpu_us_per_req", "mb_per_s"]
+    heads = ["path", "case", "req/s", "p50 µs", "p99 µs", "CPU µs", "proxy CPU", "caller CPU"]
+    lines = [" | ".join(f"{c:>13}" for c in [*heads, "MB/s"])]
+    lines += [" | ".join(f"{row.get(c, ''):>13}" for c in cols) for row in rows]
     return "\n".join(lines)
-
-
-async def run(quick: bool) -> list[dict[str, Any]]:
-    ca = ClusterCA.create()
-    rows: list[dict[str, Any]] = []
-    with kubelet_process(ca, kubelet_port, plain_port) as kubelet_pid:
-        async with ravend_paths(ca, kubelet_port, plain_port) as paths:
-            rows += await measure_all(ca, paths, kubelet_pid, quick)
-    return rows
-
-
-async def measure_all(
-    ca: ClusterCA, paths: dict[str, tuple[str, int]], kubelet_pid: int, quick: bool
-) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    with ssh_tunnel(kubelet_port, plain_port) as ssh:
-        ssh_pids: list[int] = []
-        if isinstance(ssh, str):
-            rows.append({"path": "ssh", "skipped": ssh})
-        else:
-            rport, rplain, ssh_pids = ssh
-            paths["ssh"], paths["ssh-plain"] = ("127.0.0.1", rport), ("127.0.0.1", rplain)
-        for name, address in sorted(paths.items(), key=lambda kv: kv[0].endswith("plain")):
-            extra = [*ssh_pids, kubelet_pid] if name.startswith("ssh") else [kubelet_pid]
-            rows += await measure(name, address, ca, quick, functools.partial(_proc_cpu, extra))
-    return rows
 
 
 FIELDS = (
@@ -456,63 +354,77 @@ FIELDS = (
     ("p50_us", "µs", False),
     ("p99_us", "µs", False),
     ("cpu_us_per_req", "µs", False),
+    ("proxy_cpu_us_per_req", "µs", False),
     ("mb_per_s", "MB/s", True),
 )
 """(row field, unit, higher is better)."""
 
 
+def _compare(rec: dict[str, Any], key: str, case: str, higher: bool, ssh: dict[str, Any]) -> None:
+    rec["baseline"] = float(ssh[key])
+    rec["ratio"] = rec["value"] / rec["baseline"]
+    rec["goal"] = f"{'>' if higher else '<'} ssh -R (baseline)"
+    if key == "p99_us" and case.endswith("c32"):
+        rec["goal"] = "< 2000 µs and < ssh -R"
+
+
 def records(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Bench records: every figure of every path; ravend's against ssh of the same case (the
-    goal: better on every figure), its c32 p99 against 2 ms, its bulk rate against direct."""
+    goal: better on every figure), its c32 p99 against 2 ms, its bulk rate against direct; the
+    c32 p99 of every path against direct's (the floor this caller and kubelet allow)."""
     by_case = {(r["path"], r["case"]): r for r in rows if "case" in r}
     out: list[dict[str, Any]] = []
     for row in (r for r in rows if "case" in r):
         path, case = row["path"], row["case"]
+        ours = path.startswith("ravend")
+        base = path.replace("-uvloop", "")
         for key, unit, higher in FIELDS:
             if key not in row:
                 continue
-            rec: dict[str, Any] = {
-                "bench": "l7_proxy",
-                "metric": f"{path} {case} {key}",
-                "value": float(row[key]),
-                "unit": unit,
-            }
-            ssh = by_case.get((path.replace("ravend", "ssh"), case), {})
-            if path.startswith("ravend") and key in ssh and ssh[key]:
-                rec["baseline"] = float(ssh[key])
-                rec["ratio"] = rec["value"] / rec["baseline"]
-                rec["goal"] = f"{'>' if higher else '<'} ssh -R (baseline)"
-                if key == "p99_us" and case.endswith("c32"):
-                    rec["goal"] = "< 2000 µs and < ssh -R"
+            metric = f"{path} {case} {key}"
+            rec: dict[str, Any] = {"bench": "l7_proxy", "metric": metric, "value": float(row[key])}
+            rec["unit"] = unit
+            ssh = by_case.get((base.replace("ravend", "ssh"), case), {})
+            if ours and ssh.get(key):
+                _compare(rec, key, case, higher, ssh)
             out.append(rec)
-            direct = by_case.get((path.replace("ravend", "direct"), case), {})
-            if path.startswith("ravend") and key == "mb_per_s" and direct.get(key):
+            direct = by_case.get(
+                (
+                    base.replace("ravend", "direct")
+                    .replace("relay", "direct")
+                    .replace("ssh", "direct"),
+                    case,
+                ),
+                {},
+            )
+            if ours and key == "mb_per_s" and direct.get(key):
                 share = {**rec, "metric": f"{path} {case} share of direct"}
                 share.update(baseline=float(direct[key]), goal=">= 0.4x direct")
                 share["ratio"] = rec["value"] / share["baseline"]
                 out.append(share)
+            if key == "p99_us" and case.endswith("c32") and direct.get(key) and direct is not row:
+                floor = {**rec, "metric": f"{metric} vs direct", "baseline": float(direct[key])}
+                floor.pop("goal", None)
+                floor["ratio"] = rec["value"] / floor["baseline"]
+                out.append(floor)
     return out
 
 
 async def main(quick: bool = False) -> list[dict[str, Any]]:
-    """Run every path in both caller modes; the bench records (see `records`)."""
-    return records(await run(quick))
+    """Run every path in both caller modes (3 interleaved rounds; 1 when quick)."""
+    return records(await run(quick, 1 if quick else 3))
 
 
 if __name__ == "__main__":
     from bench.common import table as records_table
 
     parser = argparse.ArgumentParser(prog="python -m bench.l7_proxy")
-    parser.add_argument("--quick", action="store_true", help="fewer requests (smoke run)")
-    parser.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
+    parser.add_argument("--quick", action="store_true", help="fewer requests, one round")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
+    parser.add_argument("--profile", type=Path, help="cProfile stats of the asyncio cloud process")
     args = parser.parse_args()
-    if args.loop == "uvloop":
-        import uvloop
-
-        result = uvloop.run(run(args.quick))
-    else:
-        result = asyncio.run(run(args.quick))
+    result = asyncio.run(run(args.quick, 1 if args.quick else args.rounds, args.profile))
     for line in result:
-        print(json.dumps({"bench": "l7_proxy", "loop": args.loop, **line}))
+        print(json.dumps({"bench": "l7_proxy", **line}))
     print(table(result))
     print(records_table(records(result)))
