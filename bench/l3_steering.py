@@ -51,8 +51,9 @@ BLAST_S = 0.3
 """Duration of one UDP flood."""
 PINGS = 30
 TABLE, PRIO, MARK, NFT_TABLE, PATH_MTU = 9027, 100, 0x40, "ravend", 1380
-CLUSTER = ipaddress.ip_network("10.16.0.0/12")
-"""Cluster pod CIDR: remote /24s are the even ones, local (intra-pool) ones the odd ones."""
+CLUSTER = ipaddress.ip_network("10.64.0.0/10")
+"""Cluster pod CIDR: remote /24s are the even ones, local (intra-pool) ones the odd ones
+(4,000 remote /24s interleaved with local ones need 8,000 /24s: a /11 at least)."""
 SENDER, ROUTER_IN, ROUTER_MAIN, SINK_MAIN = "100.64.0.2", "100.64.0.1", "100.64.1.1", "100.64.1.2"
 ROUTER_STEER, SINK_STEER = "100.64.2.1", "100.64.2.2"
 BLASTER = """
