@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import random
+import socket
 from collections.abc import AsyncGenerator, Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -241,9 +242,10 @@ class KubeClient:
         timeout = aiohttp.ClientTimeout(
             total=None,
             connect=self.settings.connect_timeout_s,
-            sock_read=server_timeout + self.settings.watch_grace_s,
+            sock_read=self._watch_read_timeout(server_timeout, bookmarks),
         )
         resp = await self._send("GET", res.path(namespace), query=query, timeout=timeout)
+        _keep_alive(resp, self.settings.watch_keepalive_s)
         try:
             while True:
                 try:
@@ -263,6 +265,18 @@ class KubeClient:
                 yield kind, _with_type(obj, res)
         finally:
             resp.release()
+
+    def _watch_read_timeout(self, server_timeout: int, bookmarks: bool) -> float:
+        """Longest wait for the next watch line before the read fails as dead (seconds).
+
+        With bookmarks even a quiet watch speaks every bookmark interval, so a silence over
+        `watch_silence_s` is a dead stream; without them only the server's timeout bounds it.
+        The informer's own watchdog (at `watch_silence_s`) fires first and re-watches without a
+        relist; this is the backstop for every other caller of `watch`.
+        """
+        silence = self.settings.watch_silence_s
+        longest = min(server_timeout, silence) if bookmarks and silence > 0 else server_timeout
+        return longest + self.settings.watch_grace_s
 
     # ---- transport ------------------------------------------------------------------------------
 
@@ -329,6 +343,28 @@ class KubeClient:
         finally:
             resp.release()
         raise errors.from_status(resp.status, data)
+
+
+def _keep_alive(resp: aiohttp.ClientResponse, idle_s: float) -> None:
+    """Turn on TCP keepalive for the connection of a watch (probes every idle_s / 3, 3 tries).
+
+    A watch is a long idle read; if the peer or a NAT between us loses the connection without
+    a RST, only keepalive probes notice it at the socket level (writes never happen on it).
+    """
+    conn = resp.connection
+    transport = conn.transport if conn is not None else None
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None or idle_s <= 0:
+        return
+    idle = max(1, int(idle_s))
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        if hasattr(socket, "TCP_KEEPIDLE"):  # Linux; elsewhere the OS default timers apply
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, max(1, idle // 3))
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
+    except OSError as exc:  # not a TCP socket (a unix-socket proxy): nothing to probe
+        log.debug("no TCP keepalive on the watch connection: %s", exc)
 
 
 def _selectors(label: str | None, field: str | None) -> list[tuple[str, str]]:

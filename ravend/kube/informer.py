@@ -3,7 +3,10 @@
 `Informer` keeps a dict store of one resource current: list, then watch from the list's
 resourceVersion (with bookmarks so a quiet watch still advances it), relist on 410 Gone and
 periodically, and back off exponentially with full jitter on errors so an unavailable API server
-is never hammered. `ClusterInformers` runs the four ravend needs and turns their stores into one
+is never hammered. A watchdog abandons a watch that delivers neither an event nor a bookmark
+for `watch_silence_s` and re-watches from the last resourceVersion: a stream that stalled
+while the connection looks open would otherwise freeze the view until the watch's timeout.
+`ClusterInformers` runs the four ravend needs and turns their stores into one
 immutable `ClusterView` per burst of changes (built purely from the stores by `build_view`),
 published into a `Latest` cell. A malformed Gateway is recorded in `invalid_gateways` with the
 reason and never breaks the view.
@@ -26,6 +29,7 @@ from ravend.kube.client import KubeClient
 from ravend.kube.resources import CONFIGMAPS, GATEWAYS, LEASES, NODES, Resource
 from ravend.kube.settings import KubeSettings
 from ravend.model import ClusterView, Gateway, Lease, Node
+from ravend.observe.metrics import INFORMER_WATCH_RESTARTS
 from ravend.runtime import Latest, Trigger
 
 log = logging.getLogger(__name__)
@@ -158,24 +162,70 @@ class Informer:
         deadline = time.monotonic() + self._resync_s * random.uniform(0.9, 1.1)
         while (remaining := deadline - time.monotonic()) > 0:
             timeout = max(1, min(self._settings.watch_timeout_s, int(remaining)))
-            stream = self._client.watch(
-                self.resource,
-                self._namespace,
-                resource_version=self.resource_version,
-                label_selector=self._labels,
-                field_selector=self._fields,
-                timeout_s=timeout,
-            )
-            started, events = time.monotonic(), 0
-            async with contextlib.aclosing(stream):
-                async for kind, obj in stream:
-                    self._apply(kind, obj)
-                    events += 1
+            started = time.monotonic()
+            events = await self._watch_once(timeout)
+            if events is None:
+                continue  # went silent: re-watch at once (a silence already took the limit)
             if events == 0 and time.monotonic() - started < 1.0:
                 # A server (or proxy) that closes watches at once must not make us spin.
                 await asyncio.sleep(self._backoff.next_delay())
             else:
                 self._backoff.reset()
+
+    async def _watch_once(self, timeout_s: int) -> int | None:
+        """One watch request from `resource_version`: the events it delivered, None if silent.
+
+        The watchdog: every event or bookmark re-arms a `watch_silence_s` timer; when it
+        expires the stream is closed (which drops its connection) and None is returned, so the
+        caller re-watches from the last resourceVersion; a 410 on that re-watch relists as
+        usual. Errors propagate to `run`. Every end is counted by reason.
+        """
+        limit = self._settings.watch_silence_s
+        loop = asyncio.get_running_loop()
+        last = loop.time()
+        events = 0
+        silence = asyncio.timeout_at(last + limit if limit > 0 else None)
+        stream = self._client.watch(
+            self.resource,
+            self._namespace,
+            resource_version=self.resource_version,
+            label_selector=self._labels,
+            field_selector=self._fields,
+            timeout_s=timeout_s,
+        )
+        try:
+            # The timer wraps the whole stream: a request whose headers never come is silent too.
+            async with silence, contextlib.aclosing(stream):
+                async for kind, obj in stream:
+                    last = loop.time()
+                    if limit > 0:
+                        silence.reschedule(last + limit)
+                    self._apply(kind, obj)
+                    events += 1
+        except TimeoutError:
+            if not silence.expired():
+                raise
+            self._watch_ended("silent")
+            log.warning(
+                "informer %s: watch silent for %.1f s (no event, no bookmark; limit %.1f s); "
+                "re-watching from resourceVersion %s",
+                self.name,
+                loop.time() - last,
+                limit,
+                self.resource_version,
+            )
+            return None
+        except errors.Gone:
+            self._watch_ended("expired")
+            raise
+        except Exception:
+            self._watch_ended("error")
+            raise
+        self._watch_ended("closed")
+        return events
+
+    def _watch_ended(self, reason: str) -> None:
+        INFORMER_WATCH_RESTARTS.labels(resource=self.resource.plural, reason=reason).inc()
 
     def _apply(self, kind: str, obj: JSON) -> None:
         rv = str((obj.get("metadata") or {}).get("resourceVersion") or "")

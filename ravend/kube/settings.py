@@ -26,12 +26,26 @@ class KubeSettings:
 
     watch_timeout_s: int = 300
     """`timeoutSeconds` asked of the server per watch (seconds). The server ends the watch
-    then and we resume from the last resourceVersion, which also bounds how long a silently
-    dead connection (no RST through a NAT) can stall us: the client read timeout is this plus
-    `watch_grace_s`."""
+    then and we resume from the last resourceVersion. The client read timeout is this (or
+    `watch_silence_s` if shorter, when bookmarks are asked for) plus `watch_grace_s`."""
 
     watch_grace_s: float = 15.0
-    """Extra seconds the client waits past `watch_timeout_s` before treating a watch as dead."""
+    """Extra seconds the client read timeout of a watch adds to `watch_timeout_s` (or to
+    `watch_silence_s`) before the watch fails as dead."""
+
+    watch_silence_s: float = 75.0
+    """Watchdog (seconds): a watch that delivers neither an event nor a bookmark for this long
+    is abandoned and re-opened from the last resourceVersion, with a warning. Watches ask for
+    bookmarks, which kube-apiserver sends about every minute (the embedded one every 5 s), so
+    a healthy quiet watch is never this silent; a stream a middlebox stopped forwarding, or a
+    server-side watch that got stuck, is. Catches it well before `watch_timeout_s`. 0 = off
+    (only for servers that send no bookmarks)."""
+
+    watch_keepalive_s: float = 30.0
+    """Idle seconds before the kernel sends the first TCP keepalive probe on a watch
+    connection (then every third of that, 3 unanswered probes = dead). A peer that vanished
+    without a RST (NAT state lost) then fails the read instead of waiting on the watchdog or
+    the read timeout. 0 = the OS default (no keepalive)."""
 
     resync_period_s: float = 600.0
     """Seconds between full re-lists of each informer (catches anything a watch missed)."""

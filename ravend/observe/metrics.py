@@ -15,3 +15,10 @@ ROLE_CRASHES = Counter(
 RECONCILES = Counter("ravend_reconciles_total", "Reconcile passes by subsystem", ["subsystem"])
 ERRORS = Counter("ravend_errors_total", "Errors by subsystem and kind", ["subsystem", "kind"])
 READY = Gauge("ravend_ready", "1 when /readyz reports ready")
+INFORMER_WATCH_RESTARTS = Counter(
+    "ravend_informer_watch_restarts_total",
+    "Informer watches that ended and were re-opened, by resource and reason (closed: the server"
+    " ended it; silent: no event nor bookmark within the silence limit; expired: 410 Gone, a"
+    " relist follows; error: any other failure)",
+    ["resource", "reason"],
+)

@@ -1,4 +1,4 @@
-"""Fault hooks: 503 mode, refused connections, latency; plus the CLI entry point."""
+"""Fault hooks: 503, refused connections, latency, silenced watches; the CLI entry point."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from kubernetes_asyncio import client
+from kubernetes_asyncio import client, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 
 from ravend.sim.apiserver import SimApiServer
@@ -92,3 +92,36 @@ async def test_state_dir_keeps_the_ca_across_restarts(tmp_path: Path) -> None:
     first = SimApiServer(state_dir=tmp_path)
     second = SimApiServer(state_dir=tmp_path)
     assert first.ca_pem == second.ca_pem
+
+
+async def test_silenced_watch_stays_open_and_sends_nothing_while_new_watches_work(
+    apiserver: SimApiServer, core: client.CoreV1Api
+) -> None:
+    apiserver.api.bookmark_interval = 0.1
+    listed = await core.list_namespaced_config_map("default")
+    rv = listed.metadata.resource_version
+    stalled = watch.Watch()
+    stream = stalled.stream(
+        core.list_namespaced_config_map,
+        "default",
+        resource_version=rv,
+        allow_watch_bookmarks=True,
+        timeout_seconds=30,
+    )
+    async with asyncio.timeout(5):
+        assert (await stream.__anext__())["type"] == "BOOKMARK"  # healthy: bookmarks flow
+    assert apiserver.faults.silence_watches("configmaps") == 1
+    await core.create_namespaced_config_map(
+        "default", client.V1ConfigMap(metadata=client.V1ObjectMeta(name="after"))
+    )
+    # Neither the change nor any of the bookmarks due every 0.1 s arrives: the stream stalled.
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(1.0):
+            await stream.__anext__()
+    await stalled.close()
+    fresh = watch.Watch()
+    events = fresh.stream(core.list_namespaced_config_map, "default", resource_version=rv)
+    async with asyncio.timeout(5):
+        event = await events.__anext__()
+    assert (event["type"], event["raw_object"]["metadata"]["name"]) == ("ADDED", "after")
+    await fresh.close()

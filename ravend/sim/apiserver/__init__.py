@@ -16,7 +16,7 @@ client code (kubernetes_asyncio) runs against it and against a real cluster:
   resourceVersion), JSON/merge/strategic-merge patch, delete (with preconditions), /status.
 - One global resourceVersion counter, uid, creationTimestamp, generation for the CRD.
 - Discovery (/api, /apis, group versions, /version) and kube-shaped Status errors.
-- Fault hooks: 503 or refused connections, dropped watches, added latency.
+- Fault hooks: 503 or refused connections, dropped or silenced watches, added latency.
 
 What it does NOT implement: authorization (RBAC: every authenticated identity may do
 anything), admission plugins other than the Gateway webhook (no LimitRanger, NamespaceLifecycle

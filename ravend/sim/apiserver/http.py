@@ -252,16 +252,20 @@ class Api:
         bookmarks = _truthy(q.get("allowWatchBookmarks"))
         next_bookmark = time.monotonic() + self.bookmark_interval
         while (now := time.monotonic()) < deadline:
-            wait = min(deadline, next_bookmark) - now if bookmarks else deadline - now
+            # A silenced watch (fault hook) sends no bookmarks either: wait for the deadline.
+            ticking = bookmarks and not watcher.silent
+            wait = min(deadline, next_bookmark) - now if ticking else deadline - now
             try:
                 item = await asyncio.wait_for(watcher.queue.get(), timeout=max(wait, 0))
             except TimeoutError:
-                if bookmarks and time.monotonic() >= next_bookmark and watcher.queue.empty():
+                if ticking and time.monotonic() >= next_bookmark and watcher.queue.empty():
                     await _send(resp, self._bookmark(info))
                     next_bookmark = time.monotonic() + self.bookmark_interval
                 continue
             if item is None:
                 return
+            if watcher.silent:
+                continue  # fault hook: the event is lost on a stream that forwards nothing
             obj = (await self.versions.out(info.rt, [item[1]], info.version))[0]
             await _send(resp, {"type": item[0], "object": obj})
 

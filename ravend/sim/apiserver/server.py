@@ -43,7 +43,8 @@ def _report_exit(task: asyncio.Task[None]) -> None:
 
 
 class Faults:
-    """Fault hooks for tests: unavailability (503 or refused connections), watch drops, latency."""
+    """Fault hooks for tests: unavailability (503 or refused connections), watch drops and
+    silences, latency."""
 
     def __init__(self, server: SimApiServer, state: FaultState) -> None:
         self._server, self._state = server, state
@@ -76,6 +77,12 @@ class Faults:
             return done
         self._state.unavailable = False
         return self._server._relisten()
+
+    def silence_watches(self, resource: str) -> int:
+        """Make the open watches of `resource` (plural, e.g. "leases") go silent: the streams
+        stay open but deliver nothing, not even bookmarks, until their timeoutSeconds. New
+        watches are healthy. Returns how many were silenced."""
+        return self._server.store.silence_watches(resource)
 
     def drop_watches(self) -> int:
         """End every open watch stream; returns how many were open."""

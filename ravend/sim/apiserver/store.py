@@ -240,6 +240,15 @@ class Store:
     def unwatch(self, resource: str | ResourceType, watcher: Watcher) -> None:
         self._history[_rt(resource).plural].watchers.discard(watcher)
 
+    def silence_watches(self, resource: str | ResourceType) -> int:
+        """Make every open watch of `resource` go silent (see `Watcher.silent`); returns how many.
+
+        Watches opened afterwards are healthy, so a client that re-watches recovers."""
+        watchers = self._history[_rt(resource).plural].watchers
+        for watcher in watchers:
+            watcher.silent = True
+        return len(watchers)
+
     def close_watches(self) -> int:
         """End every open watch (clients then resume from their last resourceVersion)."""
         count = 0

@@ -44,6 +44,9 @@ class Watcher:
         self.match = match
         self.queue: asyncio.Queue[tuple[str, JsonObj] | None] = asyncio.Queue()
         self.closed = False
+        self.silent = False
+        """Fault hook: the stream stays open but sends nothing more (no events, no bookmarks),
+        like a connection a middlebox stopped forwarding; only its timeout or a drop ends it."""
 
     def _in_scope(self, obj: Mapping[str, Any]) -> bool:
         ns = obj.get("metadata", {}).get("namespace")
