@@ -16,11 +16,11 @@ Remote prefixes are /24 pod CIDRs interleaved with the local pool's (every other
 cluster CIDR, so the interval set cannot merge them). The probed destinations are the LAST
 remote prefix (worst case for an ordered rule list) and an intra-pool address that matches
 nothing (every packet still walks the whole rule list). Measured per N in {10, 100, 1000, 4000}:
-programming (install all N; change one prefix), a small-packet UDP flood from one Python
-sender (CPU ns per packet, which includes the router's forwarding: see `Lab.blast`; delivered
-packets/s, which also depends on the machine's load), ping RTT median. Mechanisms are
-interleaved within each round; medians of ROUNDS. Per-packet figures carry `none` as their
-baseline, programming figures `fwmark` (the current design).
+programming (install all N; change one prefix; read back what a resync compares), a
+small-packet UDP flood from one Python sender (CPU ns per packet, which includes the router's
+forwarding: see `Lab.blast`; delivered packets/s, which also depends on the machine's load),
+ping RTT median. Mechanisms are interleaved within each round; medians of ROUNDS. Per-packet
+figures carry `none` as their baseline, programming figures `fwmark` (the current design).
 
 Does I/O: creates and deletes network namespaces (unique prefix), runs ip, nft, ping, python.
 `python -m bench.l3_steering [--sizes 10 100]` prints JSON lines and a table.
@@ -306,13 +306,27 @@ def uninstall(lab: Lab, mech: str, prefixes: Sequence[str]) -> None:
         sh("ip", "-n", lab.router, "-batch", "-", stdin=route_batch("del", prefixes))
 
 
+def read_back(lab: Lab, mech: str) -> float:
+    """Seconds to dump what a reconciler must compare for this mechanism on every resync
+    (ravend reads its nft table tersely: the digest is in the table's comment)."""
+    t = 0.0
+    if mech in ("fwmark", "full-fwmark", "full-rules"):
+        t += timed(*lab.ns(lab.router, "nft", "-t", "list", "table", "inet", NFT_TABLE))
+    if mech != "routes":
+        t += timed("ip", "-n", lab.router, "-j", "rule", "show")
+    else:
+        t += timed("ip", "-n", lab.router, "-j", "route", "show", "table", "main")
+    return t
+
+
 def trial(lab: Lab, mech: str, n: int) -> dict[str, float]:
     """One interleaved measurement of `mech` at size n; raises if it does not steer."""
     prefixes = remote_prefixes(n)
     matched, unmatched = probes(n)
-    fig = {"install_ms": install(lab, mech, prefixes) * 1e3} if mech != "none" else {}
+    seconds = install(lab, mech, prefixes)
+    fig = {"install_ms": seconds * 1e3, "read_back_ms": read_back(lab, mech) * 1e3}
     if mech == "none":
-        install(lab, mech, prefixes)
+        fig = {}
     try:
         if lab.is_steered(matched) != (mech != "none") or lab.is_steered(unmatched):
             raise RuntimeError(f"{mech} at N={n} does not steer as intended")
@@ -372,6 +386,9 @@ if __name__ == "__main__":
     p.add_argument("--sizes", type=int, nargs="*", default=list(SIZES))
     p.add_argument("--rounds", type=int, default=ROUNDS)
     args = p.parse_args()
-    recs = main(args.sizes, args.rounds)
-    emit(recs)
+    recs: list[Record] = []
+    for size in args.sizes:  # printed per size: a later failure keeps the earlier figures
+        batch = measure(size, args.rounds)
+        emit(batch)
+        recs += batch
     print("\n" + table(recs))

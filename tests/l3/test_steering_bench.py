@@ -108,6 +108,7 @@ def test_flood_is_delivered_and_one_trial_reports_every_figure() -> None:
         assert not lab.is_steered(st.probes(3)[0])
     assert set(fig) == {
         "install_ms",
+        "read_back_ms",
         "matched_cpu_ns_per_pkt",
         "matched_kpps",
         "matched_rtt_ms",
