@@ -25,6 +25,7 @@ from typing import Any
 from bench.l7_tunnel_setup import (
     Endpoints,
     Pipe,
+    make_pki,
     start_backends,
     start_relay,
     tcp_pipe,
@@ -87,6 +88,22 @@ async def bulk_case(
         "path": name,
         "mb_s": round(megabytes / wall),
         "cpu_per_gb_s": round(cpu / megabytes * 1024, 2),
+    }
+
+
+async def parallel_bulk(name: str, open_pipe: Opener, megabytes: int, count: int) -> dict[str, Any]:
+    """`count` bulk transfers at once (one tunnel: streams share it; relay: one TLS link each)."""
+    each = max(1, megabytes // count)
+    cpu0, wall0 = time.process_time(), time.perf_counter()
+    async with asyncio.TaskGroup() as tg:
+        for _ in range(count):
+            tg.create_task(bulk_case(name, open_pipe, each))
+    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+    return {
+        "case": f"bulk_x{count}_{each * count}MiB",
+        "path": name,
+        "mb_s": round(each * count / wall),
+        "cpu_per_gb_s": round(cpu / (each * count) * 1024, 2),
     }
 
 
@@ -155,20 +172,25 @@ def table(rows: list[dict[str, Any]]) -> str:
 @asynccontextmanager
 async def everything(workdir: Path) -> AsyncIterator[Endpoints]:
     async with AsyncExitStack() as stack:
+        server_ctx, client_ctx = make_pki(workdir)
         backends = await stack.enter_async_context(start_backends())
         relay_port = await stack.enter_async_context(start_relay(backends.echo))
-        paths = await stack.enter_async_context(tunnel_paths(workdir, backends))
+        tls_relay = await stack.enter_async_context(start_relay(backends.echo, server_ctx))
+        tls_source = await stack.enter_async_context(start_relay(backends.source, server_ctx))
+        paths = await stack.enter_async_context(tunnel_paths(server_ctx, client_ctx, backends))
         paths.open["direct"] = lambda: tcp_pipe(backends.echo)
         paths.open["relay"] = lambda: tcp_pipe(relay_port)
+        paths.open["relay-tls"] = lambda: tcp_pipe(tls_relay, client_ctx)
         paths.bulk_open["direct"] = lambda: tcp_pipe(backends.source)
         paths.bulk_open["relay"] = lambda: tcp_pipe(backends.relay_source)
+        paths.bulk_open["relay-tls"] = lambda: tcp_pipe(tls_source, client_ctx)
         yield paths
 
 
 async def run(quick: bool) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     per_conn, megabytes = (300, 64) if quick else (2000, 256)
-    order = ["direct", "relay", "tunnel-plain", "tunnel-tls", "tunnel-ws"]
+    order = ["direct", "relay", "relay-tls", "tunnel-plain", "tunnel-tls", "tunnel-ws"]
     with tempfile.TemporaryDirectory() as tmp:
         async with everything(Path(tmp)) as paths:
             for conc, n in ((1, per_conn), (32, per_conn // 10)):
@@ -177,6 +199,9 @@ async def run(quick: bool) -> list[dict[str, Any]]:
                     progress(rows[-1])
             for name in order:
                 rows.append(await bulk_case(name, paths.bulk_open[name], megabytes))
+                progress(rows[-1])
+            for name in ("relay-tls", "tunnel-tls"):
+                rows.append(await parallel_bulk(name, paths.bulk_open[name], megabytes, 8))
                 progress(rows[-1])
             rows += await stalled_case(paths, megabytes)
             progress(rows[-1])

@@ -76,8 +76,8 @@ class StreamPipe:
         self.stream.close()
 
 
-async def tcp_pipe(port: int) -> Pipe:
-    return TcpPipe(*await asyncio.open_connection("127.0.0.1", port))
+async def tcp_pipe(port: int, tls: ssl.SSLContext | None = None) -> Pipe:
+    return TcpPipe(*await asyncio.open_connection("127.0.0.1", port, ssl=tls))
 
 
 @dataclass
@@ -134,9 +134,11 @@ def _relay_to(port: int) -> Callable[[asyncio.StreamReader, asyncio.StreamWriter
     async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up = TcpPipe(*await asyncio.open_connection("127.0.0.1", port))
         down = TcpPipe(reader, writer)
+        # TLS cannot half-close: the backend's EOF ends the caller's connection.
+        down_eof = down.writer.write_eof if down.writer.can_write_eof() else down.writer.close
         async with asyncio.TaskGroup() as tg:
             tg.create_task(_copy(down.read, up.write, up.writer.write_eof))
-            tg.create_task(_copy(up.read, down.write, down.writer.write_eof))
+            tg.create_task(_copy(up.read, down.write, down_eof))
         await up.close()
         await down.close()
 
@@ -158,8 +160,10 @@ async def start_backends() -> AsyncIterator[Backends]:
 
 
 @asynccontextmanager
-async def start_relay(port: int) -> AsyncIterator[int]:
-    server = await asyncio.start_server(_relay_to(port), "127.0.0.1", 0)
+async def start_relay(port: int, tls: ssl.SSLContext | None = None) -> AsyncIterator[int]:
+    """A byte relay to `port`; with `tls`, its callers speak TLS to it (one TLS link, like the
+    tunnel's, but one connection per request and no multiplexing: the baseline to beat)."""
+    server = await asyncio.start_server(_relay_to(port), "127.0.0.1", 0, ssl=tls)
     try:
         yield server.sockets[0].getsockname()[1]
     finally:
@@ -319,8 +323,9 @@ async def _plain_tunnel() -> AsyncIterator[TunnelSession]:
 
 
 @asynccontextmanager
-async def tunnel_paths(workdir: Path, backends: Backends) -> AsyncIterator[Endpoints]:
-    server_ctx, client_ctx = make_pki(workdir)
+async def tunnel_paths(
+    server_ctx: ssl.SSLContext, client_ctx: ssl.SSLContext, backends: Backends
+) -> AsyncIterator[Endpoints]:
     paths = Endpoints()
     async with TunnelServer(server_ctx, SETTINGS, host="127.0.0.1") as server:
         address = ServerAddress("127.0.0.1", server.port, client_ctx)
