@@ -6,11 +6,17 @@ tunnel endpoints, then reconciles whenever one of these happens:
 
 - the informers publish a newer *synced* view (an unsynced view plans to "nothing" and would
   tear every tunnel down, so it is never planned from);
-- the kernel reports a change to ravend's links, routes or rules (netlink multicast groups,
-  `ravend.l3.netlink.watch_owned`): a deleted route comes back within one pass;
+- the kernel reports a change to ravend's links, addresses, neighbours, FDB entries, routes or
+  rules (netlink multicast groups, `ravend.l3.netlink.watch_owned`): a deleted route comes
+  back within one pass;
 - wireguard-go exits (it is restarted by the next pass, with backoff);
-- the periodic resync (`L3Settings.resync_period_s`) repairs anything else, e.g. sysctls or the
-  nft table, which send no netlink events; after a failed pass it retries sooner (backoff).
+- the periodic resync (`L3Settings.resync_period_s`) repairs anything else, e.g. sysctls, the
+  nft table or WireGuard peers, which send no netlink events; after a failed pass it retries
+  sooner (backoff).
+
+A pass woken by a view change diffs against the snapshot the previous clean pass verified when
+no kernel change was announced since (`ravend.l3.reconcile.SnapshotCache` has the exact rule);
+the periodic resync, an event, a failure or an unwatched kernel always means a full read.
 
 Every pass is counted (`ravend_reconciles_total{subsystem="l3"}`), failures are logged with the
 op and counted, and `ready(ok, detail)` reports whether the kernel now matches the plan. On
@@ -24,22 +30,22 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
-from ravend.l3.diff import diff
 from ravend.l3.kernel import LinuxKernel, OpFailure
 from ravend.l3.keys import load_or_create, public_from_private
-from ravend.l3.metrics import OPS_APPLIED, OPS_FAILED, PASS_SECONDS
+from ravend.l3.metrics import PASS_SECONDS
 from ravend.l3.netlink import underlay_mtu, watch_owned
-from ravend.l3.ops import Op
 from ravend.l3.plan import KEY_FILE, LocalFacts, PlanCache
+from ravend.l3.plancache import Memo
 from ravend.l3.probe import ProbeSettings, probe_targets
 from ravend.l3.probe_io import Prober
 from ravend.l3.probe_verdict import ProbeVerdict
 from ravend.l3.publish import publish_public_key
+from ravend.l3.reconcile import Kernel, Reconciler, SnapshotCache
 from ravend.l3.settings import L3Settings
 from ravend.l3.state import EMPTY, KernelSnapshot, L3State, Role, WgDeviceState
 from ravend.l3.topology import pools
@@ -58,21 +64,10 @@ MIN_RETRY_S = 0.5
 """First retry delay after a failed pass; doubles up to the resync period."""
 
 
-class Kernel(Protocol):
-    """What the loop needs from a kernel adapter (LinuxKernel; an in-memory one in tests)."""
-
-    async def snapshot(self, desired: L3State) -> KernelSnapshot: ...
-    async def apply(self, ops: Sequence[Op]) -> list[OpFailure]: ...
-    async def readback(
-        self, desired: L3State, before: KernelSnapshot, ops: Sequence[Op]
-    ) -> KernelSnapshot:
-        """The kernel after `ops` were applied to `before` (may re-read only what they wrote)."""
-        ...
-
-
-def _gateway_nodes(view: ClusterView, s: L3Settings) -> dict[str, tuple[str, str]]:
-    """Gateway name -> (elected tunnel node, its IP), as the planner sees them."""
-    found, _ = pools(view, s)
+def _gateway_nodes(view: ClusterView, s: L3Settings, memo: Memo) -> dict[str, tuple[str, str]]:
+    """Gateway name -> (elected tunnel node, its IP), as the planner sees them (the pools
+    come from the plan's memo: the plan just built them)."""
+    found, _ = pools(view, s, memo)
     out = {}
     for name, pool in found.items():
         ip = next((n.ip for n in pool.nodes if n.name == pool.gateway_node), "")
@@ -144,7 +139,12 @@ class L3Agent:
         election (`ravend.l3.probe_verdict` has the rule); empty unless this node is a gateway."""
         self._verdict = ProbeVerdict(probe)
         self.planned: L3State = EMPTY
-        self._plans = PlanCache()
+        self.plans = PlanCache()
+        self.snaps = SnapshotCache(self.s.resync_period_s)
+        """When a pass may skip reading the kernel (`ravend.l3.reconcile`); fed by the watch."""
+        self._rec: Reconciler | None = None
+        self._mtu = 0
+        """Underlay MTU the plan uses: read once at start, then from each full snapshot."""
         self.present: KernelSnapshot = KernelSnapshot()
         self.last_failures: list[OpFailure] = []
         self.passes = 0
@@ -153,14 +153,14 @@ class L3Agent:
 
     async def run(self) -> None:
         """Reconcile until cancelled (never returns); the kernel is left as it is on exit."""
-        await self._start()
+        await self.prepare()
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self._forward_views(), name="l3-views")
                 tg.create_task(self.prober.run(), name="l3-prober")
                 tg.create_task(self._publish_verdicts(), name="l3-probe-verdict")
                 if self._watch_kernel:
-                    tg.create_task(self._kernel_events(), name="l3-netlink")
+                    tg.create_task(self.watch_kernel(), name="l3-netlink")
                 if isinstance(self._wg, UserspaceWireGuard):
                     tg.create_task(self._watch_wireguard(self._wg), name="l3-wireguard-go")
                 if self.client is not None:
@@ -174,14 +174,12 @@ class L3Agent:
     async def disable(self) -> None:
         """Remove every kernel object ravend owns (diff against the empty state)."""
         kernel = self._kernel or await self._make_kernel()
-        actual = await kernel.snapshot(EMPTY)
-        ops = diff(EMPTY, actual, self.s)
-        failures = await kernel.apply(ops) if ops else []
-        self._count(ops, failures)
-        log.info("L3 disabled: removed %d objects, %d failures", len(ops), len(failures))
-        self.planned, self.last_failures = EMPTY, failures
-        self._plans.clear()
-        self.present = await kernel.snapshot(EMPTY)
+        rec = self._rec or Reconciler(kernel, self.s, snaps=self.snaps)
+        done = await rec.converge(EMPTY, resync=True)
+        log.info("L3 disabled: removed %d objects, %d failures", len(done.ops), len(done.failures))
+        self.planned, self.last_failures = EMPTY, list(done.failures)
+        self.plans.clear()
+        self.present = done.actual
         self.prober.targets.publish(("", ()))
         self._verdict.clear()
         self._set_verdict(frozenset())
@@ -227,18 +225,20 @@ class L3Agent:
 
     # ---- the loop -----------------------------------------------------------------------------
 
-    async def _start(self) -> None:
+    async def prepare(self) -> None:
+        """Load the key and open the kernel adapter (`run()` does this first; the bench too)."""
         path = Path(self.s.state_dir) / KEY_FILE
         private = await asyncio.to_thread(load_or_create, path)
         self.public_key = public_from_private(private)
         if self._kernel is None:
             self._kernel = await self._make_kernel()
+        self._rec = Reconciler(self._kernel, self.s, snaps=self.snaps)
         log.info("L3 agent for %s: public key %s", self.node_name, self.public_key)
 
     async def _make_kernel(self) -> Kernel:
         self._wg = await choose_backend(self.s, self.netns, on_exit=self._wireguard_exited)
         self.prober.wg_state = self._state_of_wg
-        return LinuxKernel(self.s, self._wg, self.netns)
+        return LinuxKernel(self.s, self._wg, self.netns, node_ip=self.node_ip)
 
     async def _state_of_wg(self) -> WgDeviceState | None:
         return await self._wg.state(self.s.wireguard_link) if self._wg else None
@@ -249,23 +249,28 @@ class L3Agent:
             timeout = retry or self.s.resync_period_s
             # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow our own cancellation
             # when the wake-up races with it, and shutdown would hang.
-            with contextlib.suppress(TimeoutError):
+            try:
                 async with asyncio.timeout(timeout):
                     await self._wake.wait()
+                resync = False
+            except TimeoutError:
+                resync = True  # the periodic resync reads everything (what no event announces)
             self._wake.clear()
             view = self.view.value
             if not view.synced:
                 continue
-            ok = await self._pass(view)
+            ok = await self.reconcile_once(view, resync=resync)
             retry = 0.0 if ok else min(self.s.resync_period_s, max(MIN_RETRY_S, retry * 2))
 
-    async def _pass(self, view: ClusterView) -> bool:
-        assert self._kernel is not None
+    async def reconcile_once(self, view: ClusterView, *, resync: bool = False) -> bool:
+        """One counted pass over `view` (after `prepare()`); `resync` reads the whole kernel
+        even if no change was announced. Returns whether the kernel now matches the plan."""
+        assert self._rec is not None
         start = time.monotonic()
         RECONCILES.labels(subsystem="l3").inc()
         self.passes += 1
         try:
-            ok, detail = await self._reconcile(self._kernel, view)
+            ok, detail = await self._reconcile(self._rec, view, resync)
         except Exception as e:  # one bad pass must not end the plane; retried with backoff
             ERRORS.labels(subsystem="l3", kind="pass").inc()
             log.exception("L3 reconcile pass failed")
@@ -275,10 +280,31 @@ class L3Agent:
             self._ready(ok, detail)
         return ok
 
-    async def _reconcile(self, kernel: Kernel, view: ClusterView) -> tuple[bool, str]:
-        mtu = 1500 if self._injected else await underlay_mtu(self.node_ip, self.netns)
-        facts = LocalFacts(self.public_key, mtu, self.node_ip)
-        desired = self._plans.plan(view, self.node_name, self.s, facts)
+    async def _reconcile(
+        self, rec: Reconciler, view: ClusterView, resync: bool
+    ) -> tuple[bool, str]:
+        if not self._mtu:  # later passes take it from their snapshots
+            self._mtu = 1500 if self._injected else await underlay_mtu(self.node_ip, self.netns)
+        facts = LocalFacts(self.public_key, self._mtu, self.node_ip)
+        hits = self.plans.hits
+        desired = self.plans.plan(view, self.node_name, self.s, facts)
+        if self.plans.hits == hits:  # replanned: a different view, so maybe other probe targets
+            self._new_plan(desired, view)
+        done = await rec.converge(desired, resync=resync)
+        self.present, self.last_failures = done.actual, list(done.failures)
+        if done.actual.underlay_mtu and done.actual.underlay_mtu != self._mtu:
+            # The underlay changed under us (read with the snapshot): plan again at once.
+            log.info("L3 underlay MTU %d -> %d", self._mtu, done.actual.underlay_mtu)
+            self._mtu = done.actual.underlay_mtu
+            self._wake.set()
+        if done.failures:
+            first = done.failures[0]
+            return False, f"{len(done.failures)} ops failed, first: {first.op}: {first.error}"
+        if done.remaining:
+            return False, f"{len(done.remaining)} ops still pending, first: {done.remaining[0]}"
+        return True, f"{desired.role.value} {desired.gateway}".strip()
+
+    def _new_plan(self, desired: L3State, view: ClusterView) -> None:
         if desired != self.planned:
             log.info(
                 "L3 plan: role=%s gateway=%s %s skipped=%s",
@@ -286,34 +312,9 @@ class L3Agent:
                 [f"{x.subject}: {x.reason}" for x in desired.skipped],
             )  # fmt: skip
         self.planned = desired
-        targets = probe_targets(desired, _gateway_nodes(view, self.s))
+        targets = probe_targets(desired, _gateway_nodes(view, self.s, self.plans.memo))
         if self.prober.targets.value != (desired.gateway, targets):
             self.prober.targets.publish((desired.gateway, targets))
-        actual = await kernel.snapshot(desired)
-        ops = diff(desired, actual, self.s)
-        failures: list[OpFailure] = []
-        if ops:
-            log.info("L3 applying %d ops (%s)", len(ops), _summary(ops))
-            failures = await kernel.apply(ops)
-            self._count(ops, failures)
-            actual = await kernel.readback(desired, actual, ops)
-        self.present, self.last_failures = actual, failures
-        remaining = diff(desired, actual, self.s) if ops else []
-        if failures:
-            return (
-                False,
-                f"{len(failures)} ops failed, first: {failures[0].op}: {failures[0].error}",
-            )
-        if remaining:
-            return False, f"{len(remaining)} ops still pending, first: {remaining[0]}"
-        return True, f"{desired.role.value} {desired.gateway}".strip()
-
-    def _count(self, ops: Sequence[Op], failures: list[OpFailure]) -> None:
-        for op in ops:
-            OPS_APPLIED.labels(op=type(op).__name__).inc()
-        for f in failures:
-            OPS_FAILED.labels(op=type(f.op).__name__).inc()
-            ERRORS.labels(subsystem="l3", kind="op").inc()  # LinuxKernel logs each one
 
     # ---- triggers -----------------------------------------------------------------------------
 
@@ -337,19 +338,28 @@ class L3Agent:
                 log.warning("link probes: peer gateway nodes down: %s", ", ".join(sorted(failed)))
             self.probe_failed.publish(failed)
 
-    async def _kernel_events(self) -> None:
+    async def watch_kernel(self) -> None:
+        """Wake a pass on every netlink change to ravend's objects (runs until cancelled)."""
         while True:
             try:
-                await watch_owned(self.s, self.netns, self._wake.set)
+                await watch_owned(
+                    self.s, self.netns, self._kernel_changed, self.snaps.watch_started
+                )
             except Exception as e:  # netlink unavailable: the periodic resync still repairs
                 ERRORS.labels(subsystem="l3", kind="netlink-events").inc()
                 log.warning("L3 netlink event watch failed (%s); retrying in 5 s", e)
-                await asyncio.sleep(5)
+            finally:
+                self.snaps.watch_stopped()  # unwatched: no snapshot is trusted
+            await asyncio.sleep(5)
+
+    def _kernel_changed(self) -> None:
+        self.snaps.changed()
+        self._wake.set()
 
     def _wireguard_exited(self, name: str) -> None:
         ERRORS.labels(subsystem="l3", kind="wireguard-exit").inc()
         log.warning("wireguard-go for %s exited; the next pass restarts it", name)
-        self._wake.set()
+        self._kernel_changed()
 
     async def _watch_wireguard(self, wg: UserspaceWireGuard) -> None:
         watched: object = None
@@ -383,13 +393,6 @@ class L3Agent:
                 continue
             if written:
                 log.info("published WireGuard public key in %s", ", ".join(written))
-
-
-def _summary(ops: Sequence[Op]) -> str:
-    kinds: dict[str, int] = {}
-    for op in ops:
-        kinds[type(op).__name__] = kinds.get(type(op).__name__, 0) + 1
-    return ", ".join(f"{k}={v}" for k, v in sorted(kinds.items()))
 
 
 __all__ = ["L3Agent", "publish_public_key"]

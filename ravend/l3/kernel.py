@@ -113,10 +113,19 @@ def bridge_line(op: o.Op) -> str | None:
 class LinuxKernel:
     """Snapshot and apply for one network namespace (None = the one ravend runs in)."""
 
-    def __init__(self, settings: L3Settings, wireguard: WireGuard, netns: str | None = None):
+    def __init__(
+        self,
+        settings: L3Settings,
+        wireguard: WireGuard,
+        netns: str | None = None,
+        *,
+        node_ip: str = "",
+    ):
         self.s = settings
         self.wg = wireguard
         self.netns = netns
+        self.node_ip = node_ip
+        """Snapshots report the MTU of the link holding it ("": not read)."""
 
     def _in_ns(self, argv: list[str]) -> list[str]:
         return ["ip", "netns", "exec", self.netns, *argv] if self.netns else argv
@@ -125,7 +134,7 @@ class LinuxKernel:
         # The reads are independent and mostly wait on other processes (ip, nft, wireguard-go):
         # run concurrently, a pass waits for the slowest one instead of the sum.
         objs, v4, v6, sysctls, nft, wg = await asyncio.gather(
-            read_objects(self.s, self.netns, routes=False),
+            read_objects(self.s, self.netns, routes=False, node_ip=self.node_ip),
             self._routes(4),
             self._routes(6),
             self._read_sysctls([x.path for x in desired.sysctls]),
@@ -141,6 +150,7 @@ class LinuxKernel:
             sysctls=MappingProxyType(sysctls),
             nft_digest=nft,
             wireguard=wg,
+            underlay_mtu=objs.underlay_mtu,
         )
 
     async def readback(

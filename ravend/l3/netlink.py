@@ -34,6 +34,8 @@ class NetlinkObjects:
     rules: tuple[Rule, ...]
     fdb: tuple[FdbEntry, ...]
     neighbours: tuple[Neighbour, ...]
+    underlay_mtu: int = 0
+    """MTU of the link holding the `node_ip` asked for (0 = none asked or none has it)."""
 
 
 def _vxlan_fields(msg: Any) -> tuple[str, int, int, str]:
@@ -50,10 +52,14 @@ def _vxlan_fields(msg: Any) -> tuple[str, int, int, str]:
     )
 
 
-async def _links(ipr: Any, names: tuple[str, ...]) -> tuple[dict[str, LinkState], dict[int, str]]:
+async def _links(
+    ipr: Any, names: tuple[str, ...], node_ip: str = ""
+) -> tuple[dict[str, LinkState], dict[int, str], int]:
     links: dict[str, LinkState] = {}
     index: dict[int, str] = {}
+    mtus: dict[int, int] = {}
     async for msg in await ipr.link("dump"):
+        mtus[msg["index"]] = msg.get("mtu") or 0
         name = msg.get("ifname")
         if name not in names:
             continue
@@ -70,12 +76,16 @@ async def _links(ipr: Any, names: tuple[str, ...]) -> tuple[dict[str, LinkState]
             local_ip=local,
         )
     addrs: dict[str, list[str]] = {n: [] for n in links}
+    underlay = 0
     async for msg in await ipr.addr("dump"):
         if (name := index.get(msg["index"])) is not None:
             addrs[name].append(f"{msg.get('address')}/{msg['prefixlen']}")
+        if node_ip and msg.get("address") == node_ip:
+            # The tunnels' underlay (as `underlay_mtu()` finds it), read from the same dumps.
+            underlay = mtus.get(msg["index"], 0)
     for name, link in links.items():
         links[name] = LinkState(**{**link.__dict__, "addresses": tuple(sorted(addrs[name]))})
-    return links, index
+    return links, index, underlay
 
 
 def _dst(msg: Any) -> str:
@@ -140,17 +150,18 @@ async def _neighbours(
 
 
 async def read_objects(
-    s: L3Settings, netns: str | None = None, *, routes: bool = True
+    s: L3Settings, netns: str | None = None, *, routes: bool = True, node_ip: str = ""
 ) -> NetlinkObjects:
     """Dump ravend's links, routes (unless `routes=False`: the kernel adapter reads them with
-    `ip -j`, much faster at thousands), rules, FDB and neighbours from the kernel."""
+    `ip -j`, much faster at thousands), rules, FDB and neighbours from the kernel, and the MTU
+    of the link holding `node_ip` if one is given."""
     async with AsyncIPRoute(**({"netns": netns} if netns else {})) as ipr:
-        links, index = await _links(ipr, s.owned_links)
+        links, index, underlay = await _links(ipr, s.owned_links, node_ip)
         vx_index = next((i for i, n in index.items() if n == s.vxlan_link), None)
         routes_ = await _routes(ipr, s, index) if routes else ()
         rules = await _rules(ipr, s)
         fdb, neigh = await _neighbours(ipr, vx_index)
-    return NetlinkObjects(links, routes_, rules, fdb, neigh)
+    return NetlinkObjects(links, routes_, rules, fdb, neigh, underlay)
 
 
 async def kernel_wireguard_available(netns: str | None = None) -> bool:
@@ -188,14 +199,25 @@ async def underlay_mtu(node_ip: str, netns: str | None = None, default: int = 15
     return default
 
 
-_GROUPS = 0x1 | 0x40 | 0x400 | 0x80000 | 0x100000
-"""RTMGRP_LINK | IPV4_ROUTE | IPV6_ROUTE | IPV4_RULE | IPV6_RULE."""
+_GROUPS = 0x1 | 0x4 | 0x10 | 0x40 | 0x100 | 0x400 | 0x80000 | 0x100000
+"""RTMGRP_LINK | NEIGH (FDB too) | IPV4_IFADDR | IPV4_ROUTE | IPV6_IFADDR | IPV6_ROUTE |
+IPV4_RULE | IPV6_RULE: every kind of object a `KernelSnapshot` holds that the kernel
+announces (WireGuard peers, nft and sysctls announce nothing; the periodic resync reads them)."""
 
 
-def _owned_event(msg: Any, s: L3Settings) -> bool:
+def _owned_event(msg: Any, s: L3Settings, owned: set[int]) -> bool:
+    """Whether `msg` changes an object ravend owns; keeps `owned` (ifindexes of ravend's
+    links) current, since address, neighbour and FDB events name the link by index only."""
     event = msg.get("event") or ""
     if event.endswith("LINK"):
-        return msg.get("ifname") in s.owned_links
+        if msg.get("ifname") not in s.owned_links:
+            return False
+        (owned.discard if event == "RTM_DELLINK" else owned.add)(msg["index"])
+        return True
+    if event.endswith("ADDR"):
+        return msg.get("index") in owned
+    if event.endswith("NEIGH"):
+        return msg.get("ifindex") in owned
     table = msg.get("table") or msg.get("RTA_TABLE") or 0
     if event.endswith("ROUTE"):
         return msg.get("proto") == s.route_proto or table in s.owned_tables
@@ -204,13 +226,36 @@ def _owned_event(msg: Any, s: L3Settings) -> bool:
     return False
 
 
-async def watch_owned(s: L3Settings, netns: str | None, notify: Callable[[], None]) -> None:
-    """Call `notify()` for every kernel change to ravend's links, routes or rules (runs until
-    cancelled). Someone deleting a route or link gets it re-added within one pass, without
-    waiting for the periodic resync; ravend's own changes notify too (one idle pass)."""
+async def _owned_indexes(s: L3Settings, netns: str | None) -> set[int]:
+    async with AsyncIPRoute(**({"netns": netns} if netns else {})) as ipr:
+        return {
+            m["index"] async for m in await ipr.link("dump") if m.get("ifname") in s.owned_links
+        }
+
+
+async def watch_owned(
+    s: L3Settings,
+    netns: str | None,
+    notify: Callable[[], None],
+    subscribed: Callable[[], None] | None = None,
+) -> None:
+    """Call `notify()` for every kernel change to ravend's links, addresses, neighbours, FDB
+    entries, routes or rules (runs until cancelled or the socket fails, then raises).
+    Someone deleting a route or link gets it re-added within one pass, without waiting for
+    the periodic resync; ravend's own changes notify too (one more pass, which finds nothing).
+
+    `subscribed()` is called once events flow: from then on, a change the caller has not been
+    told about has not happened (the agent then trusts its last snapshot, `SnapshotCache`)."""
     async with AsyncIPRoute(**({"netns": netns} if netns else {})) as ipr:
         await ipr.bind(groups=_GROUPS)
+        # Indexes read after binding: a link created in between is announced by an event.
+        owned = await _owned_indexes(s, netns)
+        if subscribed is not None:
+            subscribed()
         while True:
             async for msg in ipr.get():
-                if _owned_event(msg, s):
+                if msg["header"].get("error") is not None:
+                    # e.g. ENOBUFS: events were dropped, so silence no longer means "no change".
+                    raise OSError(f"netlink event socket: {msg['header']['error']}")
+                if _owned_event(msg, s, owned):
                     notify()

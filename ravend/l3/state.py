@@ -233,3 +233,5 @@ class KernelSnapshot:
     """Digest in the comment of ravend's nft table; None if the table does not exist."""
     wireguard: WgDeviceState | None = None
     """State of the WireGuard device, None if it is not running."""
+    underlay_mtu: int = 0
+    """MTU of the link holding the node IP, read with the links (0 = not read or not found)."""

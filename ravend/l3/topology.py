@@ -20,8 +20,10 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import partial
 
 from ravend.l3.addressing import cidr_key, endpoint_text, host_cidr, is_valid_cidr, sort_cidrs
+from ravend.l3.plancache import Memo, memo_get
 from ravend.l3.settings import L3Settings
 from ravend.l3.state import Skipped, WgPeer
 from ravend.model import (
@@ -157,29 +159,56 @@ def _nodes(live: list[Node], gw: Gateway) -> tuple[PoolNode, ...]:
     )
 
 
-def pools(view: ClusterView, settings: L3Settings) -> tuple[dict[str, Pool], list[Skipped]]:
-    """Every Gateway with an elected tunnel endpoint, keyed by name; the others are reported."""
+def pools(
+    view: ClusterView, settings: L3Settings, memo: Memo | None = None
+) -> tuple[dict[str, Pool], list[Skipped]]:
+    """Every Gateway with an elected tunnel endpoint, keyed by name; the others are reported.
+    With `memo`, a Gateway whose object, member Nodes and endpoint Nodes are unchanged keeps
+    its previous `Pool` (a switch rebuilds one pool, not 200)."""
     found: dict[str, Pool] = {}
     skipped: list[Skipped] = []
     members = _by_gateway(view)
     for name in sorted(view.gateways):
         gw = view.gateways[name]
-        ep = _tunnel_endpoint(gw)
-        if ep is None:
-            skipped.append(Skipped(f"gateway/{name}", "no active tunnel endpoint"))
-            continue
-        nodes = _nodes(members.get(name, []), gw)
-        found[name] = Pool(
-            name=name,
-            gateway_node=ep.node_name,
-            under_nat=ep.under_nat,
-            public_key=_public_key(gw, ep),
-            address=_address(view, ep),
-            port=_port(ep, settings),
-            nodes=nodes,
-            standbys=_standbys(view, gw, ep.node_name, nodes, settings),
+        live = tuple(members.get(name, ()))
+        # Everything _pool reads: the Gateway, its member Nodes, the Nodes its endpoints
+        # name (addresses come from them) and the settings (default port).
+        inputs = (gw, live, _endpoint_nodes(view, gw), settings)
+        pool = memo_get(
+            memo, f"pool/{name}", inputs, partial(_pool, view, name, gw, live, settings)
         )
+        if pool is None:
+            skipped.append(Skipped(f"gateway/{name}", "no active tunnel endpoint"))
+        else:
+            found[name] = pool
+    if memo is not None:
+        memo.keep_only("pool/", {f"pool/{n}" for n in view.gateways})
     return found, skipped
+
+
+def _endpoint_nodes(view: ClusterView, gw: Gateway) -> tuple[Node | None, ...]:
+    return tuple(
+        view.nodes.get(ep.node_name) for ep in (*gw.spec.endpoints, *gw.status.active_endpoints)
+    )
+
+
+def _pool(
+    view: ClusterView, name: str, gw: Gateway, live: tuple[Node, ...], settings: L3Settings
+) -> Pool | None:
+    ep = _tunnel_endpoint(gw)
+    if ep is None:
+        return None
+    nodes = _nodes(list(live), gw)
+    return Pool(
+        name=name,
+        gateway_node=ep.node_name,
+        under_nat=ep.under_nat,
+        public_key=_public_key(gw, ep),
+        address=_address(view, ep),
+        port=_port(ep, settings),
+        nodes=nodes,
+        standbys=_standbys(view, gw, ep.node_name, nodes, settings),
+    )
 
 
 def hub(all_pools: Iterable[Pool]) -> Pool | None:
@@ -239,13 +268,65 @@ class TunnelPlan:
     skipped: tuple[Skipped, ...]
 
 
-def tunnel_plan(all_pools: dict[str, Pool], mine: Pool, settings: L3Settings) -> TunnelPlan:
+@dataclass(frozen=True)
+class _Routing:
+    """Which peer carries which ranges: the costly, key-independent part of a tunnel plan."""
+
+    allowed: tuple[tuple[str, tuple[str, ...]], ...]
+    """(Gateway whose active endpoint is the peer, its sorted AllowedIPs), one per peer."""
+    remote: tuple[str, ...]
+    skipped: tuple[Skipped, ...]
+
+
+def _routing_inputs(p: Pool) -> tuple[object, ...]:
+    # Everything of a pool that decides routing, and nothing else: keys only by presence
+    # (a switch changes a key, not who routes what), addresses only of pools not under NAT
+    # (nobody dials or claims a NATed one), subnets through the nodes.
+    listens = not p.under_nat
+    return (
+        p.name,
+        p.under_nat,
+        bool(p.public_key),
+        p.address if listens else None,
+        tuple(c.address for c in p.standbys) if listens else None,
+        p.nodes,
+    )
+
+
+def tunnel_plan(
+    all_pools: dict[str, Pool], mine: Pool, settings: L3Settings, memo: Memo | None = None
+) -> TunnelPlan:
     """Peers and AllowedIPs of `mine`'s tunnel candidates; the pool's members use `remote` only.
 
     Nothing here depends on which candidate of `mine` is elected, so a standby plans the very
-    device it will have once promoted.
+    device it will have once promoted. With `memo`, the routing (claims, overlaps, relays) is
+    recomputed only when a pool's routing inputs change; keys and endpoints are re-read.
     """
     central = hub(all_pools.values())
+    inputs = (
+        mine.name,
+        central.name if central else None,
+        settings.forward_node_ip,
+        tuple(_routing_inputs(p) for p in all_pools.values()),
+    )
+    routing = memo_get(
+        memo, "routing", inputs, partial(_routing, all_pools, mine, central, settings)
+    )
+    skipped = list(routing.skipped)
+    peers = tuple(
+        sorted(
+            _peer(q, q.public_key, q.address, q.port, cidrs, settings=settings)
+            for q, cidrs in ((all_pools[n], c) for n, c in routing.allowed)
+        )
+    )
+    linked = [all_pools[n] for n, _ in routing.allowed]
+    standby = _standby_peers(mine, linked, {p.public_key for p in peers}, settings, skipped)
+    return TunnelPlan(peers, standby, routing.remote, tuple(sorted(set(skipped))))
+
+
+def _routing(
+    all_pools: dict[str, Pool], mine: Pool, central: Pool | None, settings: L3Settings
+) -> _Routing:
     fwd = settings.forward_node_ip
     claimed = _claims(all_pools, mine, fwd)
     skipped: list[Skipped] = []
@@ -264,16 +345,9 @@ def tunnel_plan(all_pools: dict[str, Pool], mine: Pool, settings: L3Settings) ->
                 continue
             claimed.add(cidr, f"gateway/{q_name}")
             allowed[via.name].append(cidr)
-    peers = tuple(
-        sorted(
-            _peer(q, q.public_key, q.address, q.port, cidrs, settings=settings)
-            for q, cidrs in ((all_pools[n], c) for n, c in allowed.items())
-        )
-    )
-    linked = [all_pools[n] for n in sorted(allowed)]
-    standby = _standby_peers(mine, linked, {p.public_key for p in peers}, settings, skipped)
     remote = sort_cidrs(c for cidrs in allowed.values() for c in cidrs)
-    return TunnelPlan(peers, standby, remote, tuple(sorted(set(skipped))))
+    per_peer = tuple((n, sort_cidrs(allowed[n])) for n in sorted(allowed))
+    return _Routing(per_peer, remote, tuple(skipped))
 
 
 def _claims(all_pools: dict[str, Pool], mine: Pool, fwd: bool) -> Claims:
@@ -328,8 +402,9 @@ def _route_via(mine: Pool, q: Pool, central: Pool | None, skipped: list[Skipped]
 
 
 def _peer(
-    p: Pool, key: str, address: str, port: int, cidrs: Iterable[str], *, settings: L3Settings
+    p: Pool, key: str, address: str, port: int, allowed: tuple[str, ...], *, settings: L3Settings
 ) -> WgPeer:
+    """`allowed` must be sorted and normalised already (`sort_cidrs`)."""
     # The NATed side dials; a listener leaves the endpoint unset and learns it from the
     # handshake (and re-learns it when the NAT mapping roams). Keepalive on every peer keeps
     # NAT mappings open from both sides and gives probes fresh handshakes.
@@ -337,7 +412,7 @@ def _peer(
     return WgPeer(
         public_key=key,
         endpoint=endpoint_text(address, port) if dial else None,
-        allowed_ips=sort_cidrs(cidrs),
+        allowed_ips=allowed,
         keepalive_s=settings.keepalive_s,
         gateway=p.name,
     )
