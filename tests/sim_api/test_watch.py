@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import pytest
@@ -203,3 +204,26 @@ async def test_watch_timeout_ends_stream(core: client.CoreV1Api) -> None:
             pass
     assert 0.8 < loop.time() - start < 3
     await w.close()
+
+
+async def test_a_watch_whose_client_left_ends_quietly(
+    apiserver: SimApiServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    import ssl
+
+    import aiohttp
+
+    apiserver.api.bookmark_interval = 0.05
+    ctx = ssl.create_default_context(cadata=apiserver.ca_pem.decode())
+    url = f"{apiserver.url}/api/v1/configmaps?watch=true&allowWatchBookmarks=true"
+    headers = {"Authorization": f"Bearer {apiserver.admin_token}"}
+    async with aiohttp.ClientSession() as s, s.get(url, ssl=ctx, headers=headers) as r:
+        assert r.status == 200
+        await r.content.readline()
+    # The next bookmark write finds the connection gone: the watch must end and unregister
+    # without an "Error handling request" traceback in the server log.
+    async with asyncio.timeout(5):
+        while apiserver.faults.silence_watches("configmaps"):
+            await asyncio.sleep(0.05)
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, [r.getMessage() for r in errors]

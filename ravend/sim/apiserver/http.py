@@ -240,6 +240,9 @@ class Api:
         await resp.prepare(request)
         try:
             await self._stream(resp, info, watcher, q)
+        except ConnectionResetError:
+            # The client left (closed or abandoned its watch): normal, not a handler error.
+            log.debug("watch of %s: client went away", info.rt.plural)
         finally:
             self.store.unwatch(info.rt, watcher)
             watcher.close()
