@@ -324,9 +324,9 @@ def trial(lab: Lab, mech: str, n: int) -> dict[str, float]:
     prefixes = remote_prefixes(n)
     matched, unmatched = probes(n)
     seconds = install(lab, mech, prefixes)
-    fig = {"install_ms": seconds * 1e3, "read_back_ms": read_back(lab, mech) * 1e3}
-    if mech == "none":
-        fig = {}
+    fig: dict[str, float] = {}
+    if mech != "none":
+        fig = {"install_ms": seconds * 1e3, "read_back_ms": read_back(lab, mech) * 1e3}
     try:
         if lab.is_steered(matched) != (mech != "none") or lab.is_steered(unmatched):
             raise RuntimeError(f"{mech} at N={n} does not steer as intended")
