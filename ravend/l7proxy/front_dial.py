@@ -26,6 +26,10 @@ from ravend.l7proxy.routing import Direct, Refusal, Route, choose_tunnel
 from ravend.l7proxy.tunnel_server import TunnelServer
 from ravend.l7proxy.tunnel_stream import TunnelError
 
+EVICT_BATCH = 16
+"""Idle pooled streams dropped at once when a tunnel refuses a new stream (a batch, so a
+burst of new requests at the limit does not pay one eviction each)."""
+
 KubeletTls = Callable[[], ssl.SSLContext]
 """The current client context towards kubelets (read per dial so rotation takes effect)."""
 
@@ -114,8 +118,16 @@ class UpstreamDialer:
             except (OSError, ssl.SSLError) as exc:
                 return Refusal(502, f"cannot reach node {route.node}: {exc}")
         assert self._tunnels is not None
+        target = Target(route.node, route.port, route.tls)
         try:
-            stream = self._tunnels.open_stream(via, Target(route.node, route.port, route.tls))
+            return StreamPipe(self._tunnels.open_stream(via, target))
         except TunnelError as exc:
-            return Refusal(503, f"tunnel via {via} cannot take the request: {exc}")
-        return StreamPipe(stream)
+            error = exc
+        # Idle pooled streams count against the tunnel's concurrent-stream limit (1024 by
+        # default): a full pool must never starve a new request, so give some back and retry.
+        if self.pool.evict(lambda key: isinstance(key, tuple) and key[0] == via, EVICT_BATCH):
+            try:
+                return StreamPipe(self._tunnels.open_stream(via, target))
+            except TunnelError as exc:
+                error = exc
+        return Refusal(503, f"tunnel via {via} cannot take the request: {error}")

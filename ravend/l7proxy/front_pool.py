@@ -12,7 +12,7 @@ the peer closed between the check and our write is the caller's business to retr
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -36,6 +36,8 @@ class PooledPipe(Protocol):
         ...
 
     def close(self) -> None: ...
+
+    def abort(self) -> None: ...
 
 
 @dataclass(eq=False)  # found by identity in its list
@@ -97,6 +99,22 @@ class IdlePool:
             if not entries:
                 del self._idle[key]
             entry.pipe.close()
+
+    def evict(self, keys: Callable[[Hashable], bool], count: int) -> int:
+        """Drop up to `count` idle pipes whose key matches, oldest first (`abort`, so a tunnel
+        stream is released at once, not after a FIN round trip); how many were dropped."""
+        dropped = 0
+        for key in [k for k in self._idle if keys(k)]:
+            entries = self._idle[key]
+            while entries and dropped < count:
+                entry = entries.pop(0)
+                if entry.timer is not None:
+                    entry.timer.cancel()
+                entry.pipe.abort()
+                dropped += 1
+            if not entries:
+                del self._idle[key]
+        return dropped
 
     def close(self) -> None:
         """Close every idle pipe; later `put`s close theirs at once."""

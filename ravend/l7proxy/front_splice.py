@@ -131,10 +131,7 @@ class StreamPipe:
         self.stream.reset(reason="relay aborted")
 
     def reusable(self) -> bool:
-        # Stream has no public "idle and open" check; its state fields are read directly
-        # (tunnel_stream belongs to the tunnel: this stays a read-only use).
-        s = self.stream
-        return s._error is None and not (s._eof or s._sent_fin or s._buf)
+        return self.stream.idle
 
 
 @dataclass

@@ -139,6 +139,12 @@ class FrontEnd:
         self._idle: dict[asyncio.Task[Any], Caller] = {}
         """Handlers waiting for a keep-alive caller's next request (closed first on close)."""
         self._closing = False
+        self._counters: dict[str, Any] = {}
+        """Outcome -> its labelled counter (labels() costs a lock and a dict walk per call)."""
+        self._routes: dict[tuple[str, int], Route | Refusal] = {}
+        self._routes_view: ClusterView | None = None
+        """plan_route results for the view they were computed from (the view is immutable; a
+        new one empties the memo)."""
 
     @property
     def port(self) -> int:
@@ -207,7 +213,10 @@ class FrontEnd:
             client.close()
 
     def _count(self, outcome: str) -> None:
-        REQUESTS.labels(front=self.name, outcome=outcome).inc()
+        counter = self._counters.get(outcome)
+        if counter is None:
+            counter = self._counters[outcome] = REQUESTS.labels(front=self.name, outcome=outcome)
+        counter.inc()
 
     async def _serve(self, caller: Caller, task: asyncio.Task[Any]) -> None:
         """Serve the requests of one caller connection."""
@@ -242,9 +251,15 @@ class FrontEnd:
                             return None
                 finally:
                     self._idle.pop(task, None)
-            async with asyncio.timeout(self.settings.head_timeout):
-                raw = await _read_head(caller, self.settings.limits)
-            return parse_request_head(raw, self.settings.limits)
+            limits = self.settings.limits
+            end = head_end(caller.buf, limits)
+            if end is not None:  # the whole head came with the first read: no timer needed
+                raw = bytes(caller.buf[:end])
+                del caller.buf[:end]
+            else:
+                async with asyncio.timeout(self.settings.head_timeout):
+                    raw = await _read_head(caller, limits)
+            return parse_request_head(raw, limits)
         except HeadError as exc:
             return Refusal(exc.status, exc.reason)
         except TimeoutError:
@@ -291,7 +306,14 @@ class FrontEnd:
             if isinstance(found, Refusal):
                 return found
             node = found
-        return plan_route(node, want.port, self.tls, self._view.value, self.me)
+        view = self._view.value
+        if view is not self._routes_view or len(self._routes) > 4096:
+            self._routes, self._routes_view = {}, view
+        key = (node, want.port)
+        route = self._routes.get(key)
+        if route is None:
+            route = self._routes[key] = plan_route(node, want.port, self.tls, view, self.me)
+        return route
 
     async def _pod_node(self, pod: PodRef) -> str | Refusal:
         try:

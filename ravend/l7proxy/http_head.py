@@ -23,6 +23,8 @@ _TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _VERSION = re.compile(r"^HTTP/1\.[01]$")
 # Field values: visible ASCII, obs-text, SP and HTAB; no CR, LF or NUL (smuggling vectors).
 _BAD_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_BAD_IN_BLOCK = re.compile(rb"[\x00-\x08\x0b-\x1f\x7f]")
+"""The same over joined lines, where CR/LF can no longer occur (checked before)."""
 
 
 @dataclass(frozen=True)
@@ -53,13 +55,50 @@ class HeadError(ValueError):
 Headers = tuple[tuple[str, str], ...]
 
 
-def _get(headers: Headers, name: str) -> list[str]:
-    low = name.lower()
-    return [v for k, v in headers if k.lower() == low]
+def _index(headers: Headers) -> dict[str, tuple[str, ...]]:
+    """Lowercased name -> values in order: built once per head, so every lookup on the hot
+    path (Host, framing fields, Connection) is one dict access instead of a scan."""
+    out: dict[str, tuple[str, ...]] = {}
+    for name, value in headers:
+        low = name.lower()
+        out[low] = (*out[low], value) if low in out else (value,)
+    return out
+
+
+class _Fields:
+    """Case-insensitive lookups over `headers` (an index built on first use)."""
+
+    __slots__ = ()
+    headers: Headers
+
+    def _lookup(self, name: str) -> tuple[str, ...]:
+        try:
+            index: dict[str, tuple[str, ...]] = self._index  # type: ignore[attr-defined]
+        except AttributeError:
+            index = _index(self.headers)
+            object.__setattr__(self, "_index", index)
+        return index.get(name.lower(), ())
+
+    def get(self, name: str) -> str | None:
+        values = self._lookup(name)
+        return values[0] if values else None
+
+    def get_all(self, name: str) -> list[str]:
+        return list(self._lookup(name))
+
+    def tokens(self, name: str) -> frozenset[str]:
+        """Comma-separated tokens of every `name` field, lowercased (Connection, Upgrade)."""
+        values = self._lookup(name)
+        if not values:
+            return _NO_TOKENS
+        return frozenset(t.strip().lower() for v in values for t in v.split(",") if t.strip())
+
+
+_NO_TOKENS: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
-class RequestHead:
+class RequestHead(_Fields):
     """One parsed request head; header names keep their case, lookups ignore it."""
 
     method: str
@@ -67,25 +106,17 @@ class RequestHead:
     version: str
     headers: Headers
 
-    def get(self, name: str) -> str | None:
-        values = _get(self.headers, name)
-        return values[0] if values else None
-
-    def get_all(self, name: str) -> list[str]:
-        return _get(self.headers, name)
-
-    def tokens(self, name: str) -> frozenset[str]:
-        """Comma-separated tokens of every `name` field, lowercased (Connection, Upgrade)."""
-        return frozenset(
-            t.strip().lower() for v in _get(self.headers, name) for t in v.split(",") if t.strip()
-        )
-
     @property
     def path(self) -> str:
-        return urlsplit(self.target).path
+        target = self.target
+        if "?" not in target and "#" not in target:
+            return target  # the common case: no need for urlsplit
+        return urlsplit(target).path
 
     @property
     def query(self) -> dict[str, list[str]]:
+        if "?" not in self.target:
+            return {}
         return parse_qs(urlsplit(self.target).query, keep_blank_values=True)
 
     @property
@@ -95,27 +126,15 @@ class RequestHead:
     @property
     def is_upgrade(self) -> bool:
         """An Upgrade request (WebSocket, SPDY/3.1): bytes flow raw after a 101."""
-        return "upgrade" in self.tokens("connection") and bool(self.get("upgrade"))
+        return bool(self._lookup("upgrade")) and "upgrade" in self.tokens("connection")
 
 
 @dataclass(frozen=True)
-class ResponseHead:
+class ResponseHead(_Fields):
     version: str
     status: int
     reason: str
     headers: Headers
-
-    def get(self, name: str) -> str | None:
-        values = _get(self.headers, name)
-        return values[0] if values else None
-
-    def get_all(self, name: str) -> list[str]:
-        return _get(self.headers, name)
-
-    def tokens(self, name: str) -> frozenset[str]:
-        return frozenset(
-            t.strip().lower() for v in _get(self.headers, name) for t in v.split(",") if t.strip()
-        )
 
 
 def head_end(buf: bytes | bytearray, limits: HeadLimits = DEFAULT_LIMITS) -> int | None:
@@ -132,6 +151,9 @@ def head_end(buf: bytes | bytearray, limits: HeadLimits = DEFAULT_LIMITS) -> int
 def _fields(lines: list[bytes], limits: HeadLimits) -> Headers:
     if len(lines) > limits.max_headers:
         raise HeadError(431, f"more than {limits.max_headers} header fields")
+    # One scan of the whole block for control characters (bare CR/LF were refused already);
+    # only a head that has one goes through the per-field check, for its exact message.
+    check_values = _BAD_IN_BLOCK.search(b"".join(lines)) is not None
     out: list[tuple[str, str]] = []
     for line in lines:
         if line[:1] in (b" ", b"\t"):
@@ -139,7 +161,7 @@ def _fields(lines: list[bytes], limits: HeadLimits) -> Headers:
         name, sep, value = line.partition(b":")
         if not sep or not _TOKEN.match(name):
             raise HeadError(400, f"malformed header field {line[:40]!r}")
-        if _BAD_VALUE.search(value):
+        if check_values and _BAD_VALUE.search(value):
             raise HeadError(400, f"control character in header {name.decode()}")
         out.append((name.decode("ascii"), value.strip(b" \t").decode("latin-1")))
     return tuple(out)
@@ -150,9 +172,11 @@ def _split_head(data: bytes, limits: HeadLimits) -> tuple[bytes, list[bytes]]:
         raise HeadError(431, "request header fields too large")
     if not data.endswith(END):
         raise HeadError(400, "incomplete head")
-    lines = data[: -len(END)].split(CRLF)
-    if any(b"\n" in line or b"\r" in line for line in lines):
+    body = data[: -len(END)]
+    crlf = body.count(CRLF)
+    if body.count(b"\n") != crlf or body.count(b"\r") != crlf:
         raise HeadError(400, "bare CR or LF in head")
+    lines = body.split(CRLF)
     return lines[0], lines[1:]
 
 

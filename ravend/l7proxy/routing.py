@@ -18,6 +18,7 @@ The edge applies rule 2 again and only dials nodes of its own pool (`edge_destin
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 from dataclasses import dataclass
@@ -87,6 +88,7 @@ def pod_of_path(path: str) -> PodRef | None:
     return None
 
 
+@functools.lru_cache(maxsize=1024)  # a handful of node names, asked on every request
 def is_ip_literal(host: str) -> bool:
     try:
         ipaddress.ip_address(host.strip("[]"))
@@ -179,6 +181,7 @@ def plan_route(node_name: str, port: int, tls: bool, view: ClusterView, me: str)
     return ViaTunnel(node_name, port, tls, gateway.name, _spread(node_name, via))
 
 
+@functools.lru_cache(maxsize=4096)  # pure and asked per request: hash once per (node, proxies)
 def _spread(node: str, via: tuple[str, ...]) -> tuple[str, ...]:
     """Preference order of the pool's proxies for `node`: stable, and different per node, so
     the nodes of a pool spread over its proxy replicas (rendezvous hashing)."""

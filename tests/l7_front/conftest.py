@@ -66,7 +66,7 @@ def pytest_asyncio_loop_factories(
 FAST = L7TunnelSettings(
     port=0,
     keepalive_interval=0.2,
-    keepalive_timeout=1.0,
+    keepalive_timeout=3.0,  # a loaded 2-core CI machine can stall a loop for >1 s
     reconnect_initial_delay=0.05,
     reconnect_max_delay=0.3,
     drain_timeout=1.0,

@@ -145,6 +145,9 @@ class FakePipe:
     def close(self) -> None:
         self.closed = True
 
+    def abort(self) -> None:
+        self.closed = True
+
 
 async def test_pool_takes_newest_skips_stale_bounds_and_expires() -> None:
     pool = IdlePool(PoolSettings(idle_timeout=0.05, max_idle_per_key=2))
@@ -158,6 +161,20 @@ async def test_pool_takes_newest_skips_stale_bounds_and_expires() -> None:
     pool.put("k", a)
     await asyncio.sleep(0.1)
     assert a.closed and pool.idle == 0 and pool.take("k") is None
+
+
+async def test_pool_evicts_oldest_of_matching_keys_only() -> None:
+    pool = IdlePool()
+    old, new, other = FakePipe(), FakePipe(), FakePipe()
+    pool.put(("via-1", "n"), old)
+    pool.put(("via-1", "n"), new)
+    pool.put(("via-2", "n"), other)
+    via_1 = ("via-1", "n").__eq__
+    assert pool.evict(via_1, 1) == 1
+    assert [p.closed for p in (old, new, other)] == [True, False, False]
+    assert pool.evict(via_1, 5) == 1
+    assert [p.closed for p in (old, new, other)] == [True, True, False]
+    assert pool.idle == 1 and pool.take(("via-2", "n")) is not None
 
 
 # ---- retry on a stale pooled upstream --------------------------------------------------------

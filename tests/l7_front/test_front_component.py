@@ -222,7 +222,9 @@ async def test_connection_churn_through_the_tunnel(rig: Rig) -> None:
         node = ("edge-2", "edge-3", "cloud-2")[i % 3]
         return (await client.get(node, "/healthz")).node
 
-    results = await asyncio.gather(*(one(i) for i in range(150)))
+    results: list[str | None] = []
+    for wave in range(3):  # waves, so later ones find pooled upstreams even on a slow machine
+        results += await asyncio.gather(*(one(i) for i in range(wave * 50, wave * 50 + 50)))
     assert results == [("edge-2", "edge-3", "cloud-2")[i % 3] for i in range(150)]
     assert rig.dialer.dials < 150 and rig.dialer.pool.reused > 0
     rig.dialer.close_idle()
