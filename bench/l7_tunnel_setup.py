@@ -30,7 +30,7 @@ from ravend.l7proxy.tunnel_client import ServerAddress, TunnelClient
 from ravend.l7proxy.tunnel_server import TunnelServer
 from ravend.l7proxy.tunnel_session import TunnelSession
 from ravend.l7proxy.tunnel_stream import Stream
-from ravend.l7proxy.tunnel_transport import StreamTransport, WebSocketTransport, set_nodelay
+from ravend.l7proxy.tunnel_transport import TunnelProtocol, WebSocketTransport, set_nodelay
 
 STALL_PORT = 1
 IDLE_PORT = 2
@@ -288,25 +288,22 @@ async def _ws_tunnel(
 @asynccontextmanager
 async def _plain_tunnel() -> AsyncIterator[TunnelSession]:
     """The same sessions over plain loopback TCP: the protocol's cost without TLS."""
-    cloud: asyncio.Future[TunnelSession] = asyncio.get_running_loop().create_future()
+    loop = asyncio.get_running_loop()
+    cloud: asyncio.Future[TunnelSession] = loop.create_future()
 
-    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        session = TunnelSession(
-            Connection(Role.SERVER, SETTINGS.protocol_settings()),
-            StreamTransport(reader, writer),
-            SETTINGS,
-            name="plain-edge",
-        )
-        cloud.set_result(session)
-        await session.run()
+    def accept() -> TunnelProtocol:
+        proto = TunnelProtocol()
+        conn = Connection(Role.SERVER, SETTINGS.protocol_settings())
+        cloud.set_result(TunnelSession(conn, proto, SETTINGS, name="plain-edge"))
+        return proto
 
-    listener = await asyncio.start_server(accept, "127.0.0.1", 0)
-    reader, writer = await asyncio.open_connection(
-        "127.0.0.1", listener.sockets[0].getsockname()[1]
+    listener = await loop.create_server(accept, "127.0.0.1", 0)
+    _, edge_proto = await loop.create_connection(
+        TunnelProtocol, "127.0.0.1", listener.sockets[0].getsockname()[1]
     )
     edge = TunnelSession(
         Connection(Role.CLIENT, SETTINGS.protocol_settings()),
-        StreamTransport(reader, writer),
+        edge_proto,
         SETTINGS,
         name="plain-cloud",
         handler=edge_handler,
@@ -314,11 +311,13 @@ async def _plain_tunnel() -> AsyncIterator[TunnelSession]:
     async with asyncio.TaskGroup() as tg:
         edge_task = tg.create_task(edge.run())
         session = await cloud
+        cloud_task = tg.create_task(session.run())
         await session.wait_ready()
         yield session
         session.abort("bench over")
         edge.abort("bench over")
         edge_task.cancel()
+        cloud_task.cancel()
     listener.close()
 
 

@@ -100,8 +100,13 @@ class Connection:
 
     def data_to_send(self) -> bytes:
         """Everything queued for the peer since the last call (may be empty)."""
+        return b"".join(self.data_to_send_parts())
+
+    def data_to_send_parts(self) -> list[bytes | memoryview]:
+        """Like `data_to_send`, as the queued pieces: a transport that batches several calls
+        into one write joins them once, instead of once here and again there."""
         out, self._out = self._out, []
-        return b"".join(out)
+        return out
 
     def open_stream(self, target: Target) -> int:
         if not self.can_open_stream:
@@ -205,26 +210,57 @@ class Connection:
     def receive_data(self, data: bytes | bytearray | memoryview) -> list[Event]:
         """Feed bytes from the peer; return the events they complete (possibly none).
 
-        Raises RemoteProtocolError (with `events_before`) on a connection-fatal fault, after
-        queueing a GOAWAY that explains it. Bytes received after the end are ignored.
+        `data` is only read during the call (a transport may reuse its buffer afterwards):
+        complete frames are parsed straight out of it, and only the tail of an incomplete
+        frame is kept. Raises RemoteProtocolError (with `events_before`) on a connection-fatal
+        fault, after queueing a GOAWAY that explains it. Bytes received after the end are
+        ignored.
         """
         events: list[Event] = []
         if self.closed:
             return events
-        self._buf += data
         try:
-            while not self.closed and (
-                frame := F.parse_frame(
-                    self._buf, self.local_settings.max_frame_size, self.remote_settings is None
-                )
-            ):
-                self._handle(*frame, events)
+            with memoryview(data) as view:
+                pos = self._complete_partial(view, events) if self._buf else 0
+                while not self.closed and (frame := self._parse(view, pos)):
+                    pos = frame[4]
+                    self._handle(frame[0], frame[1], frame[2], frame[3], events)
+                if pos < len(view) and not self.closed:
+                    self._buf += view[pos:]
         except RemoteProtocolError as exc:
             self.go_away(exc.code or ErrorCode.PROTOCOL_ERROR, str(exc))
             self._buf.clear()
             exc.events_before = list(events)
             raise
         return events
+
+    def _parse(self, buf: bytes | bytearray | memoryview, pos: int) -> F.Frame | None:
+        return F.parse_frame(
+            buf, pos, self.local_settings.max_frame_size, self.remote_settings is None
+        )
+
+    def _complete_partial(self, view: memoryview, events: list[Event]) -> int:
+        """Top up the kept partial frame from `view`, handle it once whole; return bytes used.
+
+        Only the bytes that frame still lacks are copied, so a large read that completes a
+        frame does not drag the frames behind it through `_buf` too.
+        """
+        buf = self._buf
+        used = 0
+        if len(buf) < F.HEADER_SIZE:
+            used = min(F.HEADER_SIZE - len(buf), len(view))
+            buf += view[:used]
+            if len(buf) < F.HEADER_SIZE:
+                return used
+        if self._parse(buf, 0) is None:  # judges the header; None: the payload is incomplete
+            more = min(F.frame_end(buf, 0) - len(buf), len(view) - used)
+            buf += view[used : used + more]
+            used += more
+        frame = self._parse(buf, 0)
+        if frame is not None:
+            buf.clear()
+            self._handle(frame[0], frame[1], frame[2], frame[3], events)
+        return used
 
     def _handle(self, ftype: int, flags: int, sid: int, payload: bytes, ev: list[Event]) -> None:
         if ftype == FrameType.DATA:

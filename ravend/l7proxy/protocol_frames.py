@@ -211,17 +211,23 @@ def decode_goaway(payload: bytes) -> tuple[int, int, str]:
     return last & MAX_STREAM_ID, code, decode_reason(payload[_GOAWAY_HEAD.size :])
 
 
-def parse_frame(
-    buf: bytearray, max_frame_size: int, expect_hello: bool
-) -> tuple[int, int, int, bytes] | None:
-    """Take one complete frame (type, flags, stream id, payload) off the front of `buf`.
+Frame = tuple[int, int, int, bytes, int]
+"""(type, flags, stream id, payload, offset just past the frame) from `parse_frame`."""
 
-    Returns None while the frame is incomplete. The header is judged before the payload is
-    waited for, so garbage fails at once instead of stalling on a bogus length.
+
+def parse_frame(
+    buf: bytes | bytearray | memoryview, pos: int, max_frame_size: int, expect_hello: bool
+) -> Frame | None:
+    """Parse the frame starting at `buf[pos]`; None while it is incomplete.
+
+    Nothing is consumed: the caller advances to the returned offset. The payload is the one
+    copy made of the frame (it must outlive a reused receive buffer). The header is judged
+    before the payload is waited for, so garbage fails at once instead of stalling on a bogus
+    length.
     """
-    if len(buf) < HEADER_SIZE:
+    if len(buf) - pos < HEADER_SIZE:
         return None
-    length, ftype, flags, stream_id = HEADER.unpack_from(buf)
+    length, ftype, flags, stream_id = HEADER.unpack_from(buf, pos)
     if ftype not in _FRAME_TYPES:
         raise RemoteProtocolError(f"unknown frame type {ftype}")
     if length > max_frame_size:
@@ -233,10 +239,17 @@ def parse_frame(
         raise RemoteProtocolError(f"{FrameType(ftype).name} on wrong stream {stream_id}")
     if (ftype == FrameType.HELLO) != expect_hello:
         raise RemoteProtocolError("HELLO must come first, exactly once")
-    end = HEADER_SIZE + length
+    start = pos + HEADER_SIZE
+    end = start + length
     if len(buf) < end:
         return None
-    payload = bytes(buf[HEADER_SIZE:end])
-    # CPython deletes from the front of a bytearray by moving its start: no copy.
-    del buf[:end]
-    return ftype, flags, stream_id, payload
+    # Slicing a memoryview is free; bytes() of it is the single copy.
+    with memoryview(buf) as view:
+        payload = bytes(view[start:end])
+    return ftype, flags, stream_id, payload, end
+
+
+def frame_end(buf: bytes | bytearray | memoryview, pos: int) -> int:
+    """Offset just past the frame whose (already judged) header starts at `buf[pos]`."""
+    length: int = HEADER.unpack_from(buf, pos)[0]
+    return pos + HEADER_SIZE + length

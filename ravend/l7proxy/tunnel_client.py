@@ -17,9 +17,14 @@ from dataclasses import dataclass
 
 from ravend.l7proxy.protocol import Connection, Role
 from ravend.l7proxy.settings import L7TunnelSettings
-from ravend.l7proxy.tunnel_handshake import HandshakeError, build_request, check_response
+from ravend.l7proxy.tunnel_handshake import (
+    MAX_HEAD,
+    HandshakeError,
+    build_request,
+    check_response,
+)
 from ravend.l7proxy.tunnel_session import StreamHandler, TunnelSession
-from ravend.l7proxy.tunnel_transport import StreamTransport
+from ravend.l7proxy.tunnel_transport import HeadError, TunnelProtocol
 from ravend.runtime import Latest
 
 log = logging.getLogger(__name__)
@@ -85,8 +90,7 @@ class TunnelClient:
                     OSError,
                     TimeoutError,
                     HandshakeError,
-                    asyncio.IncompleteReadError,
-                    asyncio.LimitOverrunError,
+                    HeadError,
                 ) as exc:
                     delay = self._delay(attempt)
                     attempt += 1
@@ -106,24 +110,24 @@ class TunnelClient:
         return backoff_delay(attempt, s.reconnect_initial_delay, s.reconnect_max_delay, self._rng)
 
     async def _dial(self, address: ServerAddress) -> TunnelSession:
+        loop = asyncio.get_running_loop()
+        chunk = self.settings.read_chunk_size
         async with asyncio.timeout(self.settings.handshake_timeout):
-            reader, writer = await asyncio.open_connection(
+            _, proto = await loop.create_connection(
+                lambda: TunnelProtocol(chunk),
                 address.host,
                 address.port,
                 ssl=address.ssl,
                 server_hostname=address.server_hostname or address.host,
             )
             try:
-                writer.write(build_request(address.server_hostname or address.host))
-                check_response(await reader.readuntil(b"\r\n\r\n"))
+                proto.write_now(build_request(address.server_hostname or address.host))
+                check_response(await proto.read_head(MAX_HEAD))
             except BaseException:
-                writer.transport.abort()
+                proto.abort()
                 raise
-        transport = StreamTransport(reader, writer, self.settings.read_chunk_size)
         conn = Connection(Role.CLIENT, self.settings.protocol_settings())
-        return TunnelSession(
-            conn, transport, self.settings, name=str(address), handler=self._handler
-        )
+        return TunnelSession(conn, proto, self.settings, name=str(address), handler=self._handler)
 
     async def _run_session(self, key: str, session: TunnelSession) -> None:
         self._sessions[key] = session

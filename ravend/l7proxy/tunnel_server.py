@@ -10,7 +10,6 @@ session, which is sent GOAWAY and left to drain. The cloud opens streams with
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import ssl
 from collections.abc import Callable
@@ -24,7 +23,7 @@ from ravend.l7proxy.settings import L7TunnelSettings
 from ravend.l7proxy.tunnel_handshake import MAX_HEAD, build_response, check_request
 from ravend.l7proxy.tunnel_session import TunnelSession
 from ravend.l7proxy.tunnel_stream import Stream, TunnelError
-from ravend.l7proxy.tunnel_transport import StreamTransport
+from ravend.l7proxy.tunnel_transport import HeadError, TunnelProtocol
 from ravend.runtime import Latest
 
 log = logging.getLogger(__name__)
@@ -89,8 +88,9 @@ class TunnelServer:
         return session.open_stream(target)
 
     async def __aenter__(self) -> TunnelServer:
-        self._server = await asyncio.start_server(
-            self._on_connection,
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            self._new_protocol,
             self._host,
             self._port,
             ssl=self._ssl,
@@ -98,6 +98,9 @@ class TunnelServer:
         )
         log.info("tunnel server listening on port %d", self.port)
         return self
+
+    def _new_protocol(self) -> TunnelProtocol:
+        return _ServerProtocol(self._on_connection, self.settings.read_chunk_size)
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
@@ -123,57 +126,53 @@ class TunnelServer:
         await self._server.wait_closed()
         self._server = None
 
-    async def _on_connection(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        task = asyncio.current_task()
-        assert task is not None
+    def _on_connection(self, proto: TunnelProtocol) -> None:
+        # Like asyncio.start_server, one task per connection; tracked in _handlers and
+        # awaited (or cancelled) by close().
+        task = asyncio.get_running_loop().create_task(self._handle(proto))
         self._handlers.add(task)
-        peer = writer.get_extra_info("peername")
+        task.add_done_callback(self._handlers.discard)
+
+    async def _handle(self, proto: TunnelProtocol) -> None:
+        peer = proto.transport.get_extra_info("peername")
         try:
-            node = await self._admit(reader, writer)
+            node = await self._admit(proto)
             if node is not None:
-                await self._serve(node, reader, writer)
+                await self._serve(node, proto)
         except Exception:
             log.exception("tunnel connection from %s failed", peer)
         finally:
-            self._handlers.discard(task)
             # Even a transport that is already closing: a TLS close can wait forever for a
             # dead peer, and Server.wait_closed() waits for it.
-            writer.transport.abort()
+            proto.abort()
 
-    async def _admit(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> str | None:
+    async def _admit(self, proto: TunnelProtocol) -> str | None:
         """Check TLS and identity, then complete the upgrade; None (and a reply) if refused."""
-        ssl_object = writer.get_extra_info("ssl_object")
-        cert = writer.get_extra_info("peercert")
+        transport = proto.transport
+        ssl_object = transport.get_extra_info("ssl_object")
+        cert = transport.get_extra_info("peercert")
         node = self._identity_of(cert) if cert else None
         try:
             async with asyncio.timeout(self.settings.handshake_timeout):
-                head = await reader.readuntil(b"\r\n\r\n")
-        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError):
+                head = await proto.read_head(MAX_HEAD)
+        except (TimeoutError, HeadError):
             return None
-        problem = check_request(head[:MAX_HEAD])
+        problem = check_request(head)
         if ssl_object is None or ssl_object.version() != "TLSv1.3":
             problem = "TLS 1.3 required"
         elif node is None:
             problem = "certificate does not name a node"
         if problem is not None:
-            log.warning("tunnel refused %s: %s", writer.get_extra_info("peername"), problem)
-            writer.write(build_response(403, problem))
-            with contextlib.suppress(OSError):
-                await writer.drain()
+            log.warning("tunnel refused %s: %s", transport.get_extra_info("peername"), problem)
+            proto.write_now(build_response(403, problem))
+            await proto.aclose()
             return None
-        writer.write(build_response(101, "Switching Protocols"))
+        proto.write_now(build_response(101, "Switching Protocols"))
         return node
 
-    async def _serve(
-        self, node: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        transport = StreamTransport(reader, writer, self.settings.read_chunk_size)
+    async def _serve(self, node: str, proto: TunnelProtocol) -> None:
         conn = Connection(Role.SERVER, self.settings.protocol_settings())
-        session = TunnelSession(conn, transport, self.settings, name=node)
+        session = TunnelSession(conn, proto, self.settings, name=node)
         old = self._sessions.get(node)
         self._sessions[node] = session
         if old is not None:
@@ -187,3 +186,15 @@ class TunnelServer:
                 del self._sessions[node]
                 self.connected.publish(frozenset(self._sessions))
             log.info("tunnel from node %s disconnected", node)
+
+
+class _ServerProtocol(TunnelProtocol):
+    """A TunnelProtocol that reports each accepted (TLS-established) connection."""
+
+    def __init__(self, on_connection: Callable[[TunnelProtocol], None], chunk: int) -> None:
+        super().__init__(chunk)
+        self._on_connection = on_connection
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._on_connection(self)

@@ -81,13 +81,12 @@ class TunnelSession:
 
     async def run(self) -> None:
         """Serve the connection until it ends; never raises for network or peer faults."""
-        self._transport.write(self.conn.data_to_send())
+        self._flush()
         try:
             async with asyncio.TaskGroup() as tg:
                 self._group = tg
                 self._spawn(tg, self._keepalive())
-                self._spawn(tg, self._transport.pump())
-                self._spawn(tg, self._read_loop())
+                self._spawn(tg, self._receive())
                 await self.closed.wait()
                 for task in self._tasks:
                     task.cancel()
@@ -177,26 +176,32 @@ class TunnelSession:
         task.add_done_callback(self._tasks.discard)
 
     def _flush(self) -> None:
-        data = self.conn.data_to_send()
-        if data:
-            self._transport.write(data)
+        parts = self.conn.data_to_send_parts()
+        if parts:
+            self._transport.write(parts)
 
-    async def _read_loop(self) -> None:
+    async def _receive(self) -> None:
         try:
-            while data := await self._transport.read():
-                self._last_recv = time.monotonic()
-                try:
-                    events = self.conn.receive_data(data)
-                except RemoteProtocolError as exc:
-                    log.warning("tunnel %s: peer broke the protocol: %s", self.name, exc)
-                    self._dispatch(exc.events_before)  # type: ignore[arg-type]
-                    self._flush()  # the GOAWAY that explains it
-                    break
-                self._dispatch(events)
-                self._flush()
-                if self.conn.closed:
-                    break
+            await self._transport.run(self._on_bytes)
         finally:
+            self.closed.set()
+
+    def _on_bytes(self, data: memoryview) -> None:
+        """Called by the transport for each chunk received (no task per chunk or frame)."""
+        if self.closed.is_set():
+            return  # late bytes while run() winds down: its TaskGroup takes no handlers now
+        self._last_recv = time.monotonic()
+        try:
+            events = self.conn.receive_data(data)
+        except RemoteProtocolError as exc:
+            log.warning("tunnel %s: peer broke the protocol: %s", self.name, exc)
+            self._dispatch(exc.events_before)  # type: ignore[arg-type]
+            self._flush()  # the GOAWAY that explains it
+            self.closed.set()
+            return
+        self._dispatch(events)
+        self._flush()
+        if self.conn.closed:
             self.closed.set()
 
     def _dispatch(self, events: list[Event]) -> None:
