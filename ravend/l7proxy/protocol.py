@@ -137,8 +137,9 @@ class Connection:
         stream.send_window -= taken
         self._send_window -= taken
         size = self._peer_max_frame
-        if isinstance(data, bytes) and taken == len(data) <= size:
-            self._out += (F.encode_header(taken, FrameType.DATA, 0, stream_id), data)
+        if taken == len(data) <= size:  # the common case: one frame, no slicing
+            whole = data if isinstance(data, bytes) else bytes(data)
+            self._out += (F.HEADER.pack(taken, FrameType.DATA, 0, stream_id), whole)
             return taken
         view = memoryview(data)
         # Slices of immutable bytes can be queued as views (one copy less, in the final join);

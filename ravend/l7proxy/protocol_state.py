@@ -71,12 +71,18 @@ def next_state(stream_id: int, state: StreamState, event: StreamInput) -> Stream
         raise RemoteProtocolError(message, ErrorCode.STREAM_CLOSED) from None
 
 
+# Derived from the table once. Tuples, not sets: membership tests identity first, while
+# hashing an Enum member runs Python code (these checks run for every DATA frame).
+_SENDING = tuple(s for s in StreamState if (s, _I.SEND_DATA) in TRANSITIONS)
+_RECEIVING = tuple(s for s in StreamState if (s, _I.RECV_DATA) in TRANSITIONS)
+
+
 def can_send(state: StreamState) -> bool:
-    return (state, _I.SEND_DATA) in TRANSITIONS
+    return state in _SENDING
 
 
 def can_receive(state: StreamState) -> bool:
-    return (state, _I.RECV_DATA) in TRANSITIONS
+    return state in _RECEIVING
 
 
 class Role(Enum):

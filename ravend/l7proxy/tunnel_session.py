@@ -131,7 +131,7 @@ class TunnelSession:
 
     # ---- called by streams --------------------------------------------------------------
 
-    def _send(self, stream_id: int, data: memoryview) -> int:
+    def _send(self, stream_id: int, data: bytes | bytearray | memoryview) -> int:
         if self.closed.is_set():
             raise TunnelClosed(f"tunnel to {self.name} closed")
         try:

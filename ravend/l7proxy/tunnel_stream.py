@@ -108,19 +108,24 @@ class Stream:
 
     async def write(self, data: bytes | bytearray | memoryview) -> None:
         """Send all of `data`, waiting for window (this stream's only) and socket buffer."""
-        view = memoryview(data)
+        if self._error is not None:
+            raise self._error
+        # First try without a view: most writes fit the window whole.
+        taken = self._session._send(self.id, data)
+        if taken < len(data):
+            await self._write_rest(memoryview(data)[taken:])
+        await self._session._drain()
+
+    async def _write_rest(self, view: memoryview) -> None:
         while view:
+            self._write_waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._write_waiter
+            finally:
+                self._write_waiter = None
             if self._error is not None:
                 raise self._error
-            taken = self._session._send(self.id, view)
-            view = view[taken:]
-            if view:
-                self._write_waiter = asyncio.get_running_loop().create_future()
-                try:
-                    await self._write_waiter
-                finally:
-                    self._write_waiter = None
-        await self._session._drain()
+            view = view[self._session._send(self.id, view) :]
 
     def write_eof(self) -> None:
         """Tell the peer we will send no more (it reads end of stream); reading goes on."""
