@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pyroute2 import AsyncIPRoute
+from pyroute2.netlink import rtnl
 from pyroute2.netlink.exceptions import NetlinkError
 
 from ravend.l3.settings import L3Settings
@@ -199,10 +200,19 @@ async def underlay_mtu(node_ip: str, netns: str | None = None, default: int = 15
     return default
 
 
-_GROUPS = 0x1 | 0x4 | 0x10 | 0x40 | 0x100 | 0x400 | 0x80000 | 0x100000
-"""RTMGRP_LINK | NEIGH (FDB too) | IPV4_IFADDR | IPV4_ROUTE | IPV6_IFADDR | IPV6_ROUTE |
-IPV4_RULE | IPV6_RULE: every kind of object a `KernelSnapshot` holds that the kernel
-announces (WireGuard peers, nft and sysctls announce nothing; the periodic resync reads them)."""
+_GROUPS = (
+    rtnl.RTMGRP_LINK
+    | rtnl.RTMGRP_NEIGH  # FDB entries too
+    | rtnl.RTMGRP_IPV4_IFADDR
+    | rtnl.RTMGRP_IPV6_IFADDR
+    | rtnl.RTMGRP_IPV4_ROUTE
+    | rtnl.RTMGRP_IPV6_ROUTE
+    | rtnl.RTMGRP_IPV4_RULE
+    | rtnl.RTMGRP_IPV6_RULE
+)
+"""Every kind of object a `KernelSnapshot` holds that the kernel announces (WireGuard peers,
+nft and sysctls announce nothing; the periodic resync reads them). The named constants, not
+hand-written masks: rules are groups 8 and 19 (0x80, 0x40000), not what their order suggests."""
 
 
 def _owned_event(msg: Any, s: L3Settings, owned: set[int]) -> bool:
