@@ -20,12 +20,13 @@ more on a new connection (what Go's transport does); otherwise the caller gets a
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from ravend.l7proxy.front_dial import Lease
 from ravend.l7proxy.front_framing import Body, FramingError, ResponseFramer, UntilClose
-from ravend.l7proxy.front_splice import Pipe, SocketPipe
+from ravend.l7proxy.front_splice import Pipe
 from ravend.l7proxy.http_head import RequestHead, for_upstream, render_request_head
 from ravend.l7proxy.routing import Refusal, Route
 from ravend.l7proxy.tunnel_stream import TunnelError
@@ -41,6 +42,22 @@ class Leases(Protocol):
     def release(self, lease: Lease) -> None: ...
 
 
+class CallerPipe(Pipe, Protocol):
+    """The caller's side (front_caller.CallerConnection)."""
+
+    def can_half_close(self) -> bool:
+        """A caller's EOF may still want its response (plain TCP, not TLS)."""
+        ...
+
+    def watch(self, callback: Callable[[], None] | None) -> None:
+        """Call `callback` on the caller's EOF or loss (at once if it already happened)."""
+        ...
+
+    def get_extra_info(self, name: str) -> object:
+        """The transport's (e.g. "peercert")."""
+        ...
+
+
 class _Stop(Exception):
     """Ends both directions of an attempt (the reason is already recorded)."""
 
@@ -50,7 +67,7 @@ class Caller:
     """A caller connection across its requests: the pipe and the bytes read past the last
     request (the start of the next one)."""
 
-    pipe: SocketPipe
+    pipe: CallerPipe
     buf: bytearray = field(default_factory=bytearray)
     ended: bool = False
     """A plain-TCP caller half-closed: answer what it sent, then close."""
@@ -125,14 +142,14 @@ async def _send_body(caller: Caller, body: Body, upstream: Pipe, run: Run) -> No
             run.caller_error = exc
             raise _Stop from exc
         if not more:
-            if caller.pipe.writer.can_write_eof():
+            if caller.pipe.can_half_close():
                 caller.ended = True  # plain TCP half-close: the response is still wanted
                 return
             run.caller_error = ConnectionError("caller closed its TLS connection")
             raise _Stop
 
 
-async def _relay_response(upstream: Pipe, caller: SocketPipe, run: Run) -> None:
+async def _relay_response(upstream: Pipe, caller: Pipe, run: Run) -> None:
     """Upstream -> caller until the response's framing says it ended (or the upstream closed a
     close-delimited one). Records errors instead of raising them."""
     framer = run.framer
@@ -166,6 +183,16 @@ async def attempt(caller: Caller, upstream: Pipe, first: bytes, body: Body, meth
     except (OSError, TunnelError) as exc:
         run.upstream_error = exc
         return run
+    if body.done:
+        # The common case (GET): nothing left to send, so no task: the caller connection's
+        # callbacks watch for its EOF while the response runs, and its buffer keeps any
+        # pipelined bytes (bounded) for the next request.
+        caller.pipe.watch(lambda: _caller_ended(caller, upstream, run))
+        try:
+            await _relay_response(upstream, caller.pipe, run)
+        finally:
+            caller.pipe.watch(None)
+        return run
     try:
         async with asyncio.TaskGroup() as tg:
             up = tg.create_task(_send_body(caller, body, upstream, run))
@@ -176,6 +203,16 @@ async def attempt(caller: Caller, upstream: Pipe, first: bytes, body: Body, meth
     except* _Stop:
         pass  # the side that stopped recorded why
     return run
+
+
+def _caller_ended(caller: Caller, upstream: Pipe, run: Run) -> None:
+    """The caller sent EOF or left while its response runs (see `_send_body` for the rules)."""
+    if caller.pipe.can_half_close():
+        caller.ended = True  # plain TCP half-close: the response is still wanted
+        return
+    if run.caller_error is None:
+        run.caller_error = ConnectionError("caller closed its connection")
+        upstream.abort()  # ends _relay_response's read; the kubelet side is dropped at once
 
 
 async def framed_exchange(

@@ -33,11 +33,12 @@ from typing import Any, Protocol
 
 from prometheus_client import Counter
 
+from ravend.l7proxy.front_caller import CallerConnection
 from ravend.l7proxy.front_dial import Lease
-from ravend.l7proxy.front_exchange import Caller, Settled, framed_exchange
+from ravend.l7proxy.front_exchange import READ_AHEAD, Caller, Settled, framed_exchange
 from ravend.l7proxy.front_framing import request_body
 from ravend.l7proxy.front_pods import PodLookup
-from ravend.l7proxy.front_splice import Pipe, SocketPipe, set_nodelay, splice
+from ravend.l7proxy.front_splice import Pipe, splice
 from ravend.l7proxy.http_head import (
     DEFAULT_LIMITS,
     HeadError,
@@ -158,13 +159,13 @@ class FrontEnd:
         return len(self._handlers)
 
     async def __aenter__(self) -> FrontEnd:
-        self._server = await asyncio.start_server(
-            self._on_connection,
+        limit = max(self.settings.limits.max_head_bytes + 4, READ_AHEAD)
+        self._server = await asyncio.get_running_loop().create_server(
+            lambda: CallerConnection(self._start_handler, limit),
             self._host,
             self._port,
             ssl=self._ssl,
             ssl_handshake_timeout=self.settings.handshake_timeout if self._ssl else None,
-            limit=self.settings.limits.max_head_bytes + 4,
         )
         log.info("L7 %s front end listening on port %d", self.name, self.port)
         return self
@@ -193,24 +194,25 @@ class FrontEnd:
         self._server = None
         self._upstreams.close_idle()
 
-    async def _on_connection(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
+    def _start_handler(self, conn: CallerConnection) -> None:
+        # The serving task of one caller connection; it is tracked in `_handlers`, and close()
+        # drains then cancels every one (what asyncio.start_server would do, minus streams).
+        task = asyncio.get_running_loop().create_task(self._on_connection(conn))
+        self._handlers.add(task)
+        task.add_done_callback(self._handlers.discard)
+
+    async def _on_connection(self, conn: CallerConnection) -> None:
         task = asyncio.current_task()
         assert task is not None
-        self._handlers.add(task)
-        set_nodelay(writer)
-        client = SocketPipe(reader, writer, half_close=False)
         try:
-            await self._serve(Caller(client), task)
+            await self._serve(Caller(conn), task)
         except Exception:
             log.exception("L7 %s front end: request failed", self.name)
             self._count("error")
-            client.abort()
+            conn.abort()
         finally:
-            self._handlers.discard(task)
             self._idle.pop(task, None)
-            client.close()
+            conn.close()
 
     def _count(self, outcome: str) -> None:
         counter = self._counters.get(outcome)
@@ -220,7 +222,7 @@ class FrontEnd:
 
     async def _serve(self, caller: Caller, task: asyncio.Task[Any]) -> None:
         """Serve the requests of one caller connection."""
-        refusal = self._authorise(caller.pipe.writer)
+        refusal = self._authorise(caller.pipe.get_extra_info("peercert"))
         if refusal is not None:
             self._count(await _refuse(caller.pipe, refusal))
             return
@@ -290,10 +292,10 @@ class FrontEnd:
             caller.pipe.abort()
         return settled.outcome, settled.keep_caller
 
-    def _authorise(self, writer: asyncio.StreamWriter) -> Refusal | None:
+    def _authorise(self, peercert: Any) -> Refusal | None:
         if not self.tls:
             return None
-        cn, groups = _subject(writer.get_extra_info("peercert"))
+        cn, groups = _subject(peercert)
         return authorise_caller(cn, groups, self.settings.allowed_callers)
 
     async def _route(self, head: RequestHead) -> Route | Refusal:
@@ -340,14 +342,14 @@ async def _read_head(caller: Caller, limits: HeadLimits) -> bytes:
     return raw
 
 
-async def _refuse(client: SocketPipe, refusal: Refusal) -> str:
+async def _refuse(client: Pipe, refusal: Refusal) -> str:
     log.info("L7 request refused: %d %s", refusal.status, refusal.reason)
     with contextlib.suppress(OSError):
         await client.write(simple_response(refusal.status, refusal.reason))
     return str(refusal.status)
 
 
-async def _relay(client: SocketPipe, upstream: Pipe, first: bytes) -> str:
+async def _relay(client: Pipe, upstream: Pipe, first: bytes) -> str:
     try:
         try:
             await upstream.write(first)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
@@ -213,9 +214,26 @@ class CallerPipe:
 
     def __init__(self) -> None:
         self.out = bytearray()
-        self.writer = self
 
-    def can_write_eof(self) -> bool:
+    def can_half_close(self) -> bool:
+        return False
+
+    def watch(self, callback: Callable[[], None] | None) -> None:
+        pass
+
+    def get_extra_info(self, name: str) -> object:
+        return None
+
+    def write_eof(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+    def reusable(self) -> bool:
         return False
 
     async def read(self) -> bytes:
@@ -249,7 +267,7 @@ async def exchange(request: bytes) -> tuple[Settled | Refusal, Leases, CallerPip
     body = request_body(head)
     assert body is not None
     pipe = CallerPipe()
-    caller = Caller(pipe, bytearray(request[head_end:]))  # type: ignore[arg-type]
+    caller = Caller(pipe, bytearray(request[head_end:]))
     leases = Leases(ScriptedPipe(b""), ScriptedPipe(OK))
     return await framed_exchange(caller, head, body, ROUTE, leases), leases, pipe
 

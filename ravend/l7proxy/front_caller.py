@@ -1,0 +1,156 @@
+"""The caller's connection at a front end, as an asyncio.Protocol (a `Pipe`). I/O.
+
+Why not StreamReader/StreamWriter: on the keep-alive hot path the front end must watch the
+caller while a response runs (pipelined bytes, or an EOF that means a TLS caller is gone and
+the upstream must be dropped at once). With streams that takes a reading task per request;
+here the transport's callbacks do it: received bytes land in a bounded buffer (reading pauses
+above `limit`), and a `watch` callback is told about EOF or loss as it happens. One wake-up per
+read, no per-request task, no copy into a second buffer.
+
+Half-close: callers never get a write_eof (a TLS caller cannot have one, and a plain caller's
+exchange ends when the kubelet's does); a plain-TCP caller's own EOF is reported and the front
+end may still answer what it sent (`can_half_close`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Callable
+
+
+class CallerConnection(asyncio.Protocol):
+    """One accepted caller connection. `on_open(self)` runs when it is established."""
+
+    def __init__(self, on_open: Callable[[CallerConnection], None], limit: int) -> None:
+        self._on_open = on_open
+        self._limit = limit
+        self._buf = bytearray()
+        self._eof = False
+        self._error: Exception | None = None
+        """What the connection was lost with (None for a clean close)."""
+        self._closed = False
+        self._paused_reading = False
+        self._paused_writing = False
+        self._read_waiter: asyncio.Future[None] | None = None
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._watcher: Callable[[], None] | None = None
+        self.transport: asyncio.Transport | None = None
+
+    # ---- asyncio.Protocol ----------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports do not subclass asyncio.Transport; they implement it.
+        self.transport = transport  # type: ignore[assignment]
+        sock = transport.get_extra_info("socket")
+        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+            with contextlib.suppress(OSError):  # small responses go out at once
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._on_open(self)
+
+    def data_received(self, data: bytes) -> None:
+        self._buf += data
+        if len(self._buf) > self._limit and not self._paused_reading:
+            self._paused_reading = True
+            assert self.transport is not None
+            self.transport.pause_reading()
+        _wake(self._read_waiter)
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        _wake(self._read_waiter)
+        self._notify()
+        # Plain TCP: keep the write side open, the response may still be wanted. (TLS closes
+        # either way; returning True there only earns a warning.)
+        return self.transport is not None and self.transport.can_write_eof()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closed = True
+        self._error = exc
+        self._eof = True
+        _wake(self._read_waiter)
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_exception(exc or ConnectionResetError("caller went away"))
+        self._notify()
+
+    def pause_writing(self) -> None:
+        self._paused_writing = True
+
+    def resume_writing(self) -> None:
+        self._paused_writing = False
+        _wake(self._drain_waiter)
+
+    # ---- the Pipe the front end uses -----------------------------------------------------
+
+    @property
+    def ended(self) -> bool:
+        """The caller sent EOF or the connection is gone (nothing more will be read)."""
+        return self._eof
+
+    def get_extra_info(self, name: str) -> object:
+        return self.transport.get_extra_info(name) if self.transport is not None else None
+
+    def can_half_close(self) -> bool:
+        """Plain TCP (a caller's EOF still wants its response), not TLS."""
+        return self.transport is not None and self.transport.can_write_eof() and not self._closed
+
+    def watch(self, callback: Callable[[], None] | None) -> None:
+        """Call `callback` on the caller's EOF or loss (at once if it already happened)."""
+        self._watcher = callback
+        if callback is not None and self._eof:
+            callback()
+
+    async def read(self) -> bytes:
+        """Everything buffered (waiting for some); b"" at EOF. Raises the connection's error
+        only when the connection was lost with nothing left to read."""
+        while not self._buf:
+            if self._eof:
+                if self._error is not None:
+                    raise self._error
+                return b""
+            self._read_waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._read_waiter
+            finally:
+                self._read_waiter = None
+        data = bytes(self._buf)
+        self._buf.clear()
+        if self._paused_reading and self.transport is not None and not self._closed:
+            self._paused_reading = False
+            self.transport.resume_reading()
+        return data
+
+    async def write(self, data: bytes) -> None:
+        if self._closed or self.transport is None or self.transport.is_closing():
+            raise ConnectionResetError("caller connection closed")
+        self.transport.write(data)
+        if self._paused_writing:
+            self._drain_waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._drain_waiter
+            finally:
+                self._drain_waiter = None
+
+    def write_eof(self) -> bool:
+        return False  # see the module docstring: a caller's exchange ends with the kubelet's
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    def reusable(self) -> bool:
+        return False  # callers are never pooled
+
+    def _notify(self) -> None:
+        if self._watcher is not None:
+            self._watcher()
+
+
+def _wake(waiter: asyncio.Future[None] | None) -> None:
+    if waiter is not None and not waiter.done():
+        waiter.set_result(None)
