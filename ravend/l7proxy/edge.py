@@ -7,11 +7,14 @@ arbitrary addresses. When the front request was TLS the kubelet connection is TL
 ravend's proxy client certificate (CN ravend-proxy-client, RBAC nodes/proxy,log,stats,metrics).
 
 A failure to dial resets the stream with the reason; the front end turns that into a 502 for
-the caller. After that, bytes are spliced until both sides are done.
+the caller. After that, bytes are spliced until both sides are done: on the real network with
+loop callbacks only (tunnel_splice, no task or StreamReader per side); through an injected
+`dial` seam (tests that simulate pools) with the generic task-based `splice`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -19,6 +22,7 @@ from ravend.l7proxy.front_dial import KubeletTls, dial_kubelet
 from ravend.l7proxy.front_splice import SocketPipe, StreamPipe, splice
 from ravend.l7proxy.protocol_frames import ErrorCode, Target
 from ravend.l7proxy.routing import Refusal, edge_destination
+from ravend.l7proxy.tunnel_splice import SocketLink
 from ravend.l7proxy.tunnel_stream import Stream
 from ravend.model import ClusterView
 from ravend.runtime import Latest
@@ -59,10 +63,12 @@ class EdgeHandler:
             stream.reset(ErrorCode.REFUSED_STREAM, f"{dest.status} {dest.reason}")
             return
         address, port = dest
+        tls = self._kubelet_tls if target.tls else None
         try:
-            kubelet = await self._dial(
-                address, port, self._kubelet_tls if target.tls else None, self._timeout
-            )
+            if self._dial is dial_kubelet:
+                await self._splice_fast(stream, address, port, tls)
+                return
+            kubelet = await self._dial(address, port, tls, self._timeout)
         except (OSError, TimeoutError) as exc:
             reason = f"cannot reach node {target.node} ({address}:{port}): {exc or 'timeout'}"
             log.info("edge %s: %s", self.me, reason)
@@ -79,3 +85,22 @@ class EdgeHandler:
             stream.reset(ErrorCode.CANCEL, str(result.error))
             return
         kubelet.close()
+
+    async def _splice_fast(
+        self, stream: Stream, address: str, port: int, tls: KubeletTls | None
+    ) -> None:
+        """The real network: splice with loop callbacks (tunnel_splice), no task per side.
+        Raises OSError/TimeoutError only while dialling."""
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(self._timeout):
+            _, link = await loop.create_connection(
+                lambda: SocketLink(stream), address, port, ssl=tls() if tls else None
+            )
+        link.start()
+        try:
+            error = await link.done
+        except BaseException:
+            link.abort()
+            raise
+        if error is not None:
+            stream.reset(ErrorCode.CANCEL, str(error))

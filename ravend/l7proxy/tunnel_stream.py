@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from ravend.l7proxy.protocol_frames import ErrorCode, Target
 
@@ -35,6 +35,23 @@ class StreamResetError(TunnelError):
         self.reason = reason
 
 
+class StreamSink(Protocol):
+    """Receives a stream's events as loop callbacks, after `Stream.attach` (no reader task)."""
+
+    def stream_data(self, data: bytes) -> None:
+        """Bytes from the peer. They count as consumed (window reopened) when this returns,
+        unless `Stream.pause_receiving` was called: then when `resume_receiving` is."""
+
+    def stream_eof(self) -> None:
+        """The peer will send no more."""
+
+    def stream_failed(self, error: TunnelError) -> None:
+        """Reset by either side, or the tunnel is gone; the stream is dead."""
+
+    def stream_writable(self) -> None:
+        """The send window grew: `send_nowait` may take more now."""
+
+
 class Stream:
     """Bytes both ways to `target`; use as `async with stream:` to close it on exit."""
 
@@ -44,9 +61,11 @@ class Stream:
         "_discard",
         "_eof",
         "_error",
+        "_held",
         "_read_waiter",
         "_sent_fin",
         "_session",
+        "_sink",
         "_write_waiter",
         "id",
         "target",
@@ -66,6 +85,9 @@ class Stream:
         # Futures are created only while someone waits: an idle stream stays small.
         self._read_waiter: asyncio.Future[None] | None = None
         self._write_waiter: asyncio.Future[None] | None = None
+        self._sink: StreamSink | None = None
+        self._held: int | None = None
+        """Bytes given to the sink but not acknowledged (None: not paused)."""
 
     def __repr__(self) -> str:
         return f"<Stream {self.id} to {self.target.node}:{self.target.port}>"
@@ -167,12 +189,55 @@ class Stream:
         else:
             self.reset(ErrorCode.CANCEL, f"{exc_type.__name__ if exc_type else 'error'}")
 
+    # ---- callback mode (a splice without tasks) ------------------------------------------
+
+    def attach(self, sink: StreamSink) -> None:
+        """Deliver everything from now on to `sink` instead of `read()` (buffered data first)."""
+        self._sink = sink
+        while self._buf and self._error is None:
+            chunk = self._buf.popleft()
+            self._buffered -= len(chunk)
+            self._deliver(chunk)
+        if self._error is not None:
+            sink.stream_failed(self._error)
+        elif self._eof:
+            sink.stream_eof()
+
+    def send_nowait(self, data: bytes | bytearray | memoryview) -> int:
+        """Queue what the windows allow of `data` now; return how much. When less than all,
+        the sink's `stream_writable` says when to try again. Raises like `write`."""
+        if self._error is not None:
+            raise self._error
+        return self._session._send(self.id, data)
+
+    def pause_receiving(self) -> None:
+        """Stop reopening the window for what the sink is given (its consumer is full): the
+        peer stops after at most one window."""
+        if self._held is None:
+            self._held = 0
+
+    def resume_receiving(self) -> None:
+        held, self._held = self._held, None
+        if held and self._error is None:
+            self._session._consumed(self.id, held)
+
+    def _deliver(self, data: bytes) -> None:
+        assert self._sink is not None
+        self._sink.stream_data(data)
+        if self._held is not None:
+            self._held += len(data)
+        elif self._error is None:
+            self._session._consumed(self.id, len(data))
+
     # ---- called by the session ---------------------------------------------------------
 
     def _feed(self, data: bytes) -> bool:
         """Buffer data; False if the stream is discarding (the caller acknowledges it)."""
         if self._discard or self._error is not None:
             return False
+        if self._sink is not None:
+            self._deliver(data)
+            return True
         self._buf.append(data)
         self._buffered += len(data)
         _wake(self._read_waiter)
@@ -181,17 +246,24 @@ class Stream:
     def _feed_eof(self) -> None:
         self._eof = True
         _wake(self._read_waiter)
+        if self._sink is not None:
+            self._sink.stream_eof()
 
     def _window_opened(self) -> None:
         _wake(self._write_waiter)
+        if self._sink is not None and self._error is None:
+            self._sink.stream_writable()
 
     def _fail(self, error: TunnelError) -> None:
-        if self._error is None:
+        first = self._error is None
+        if first:
             self._error = error
             self._buf.clear()
             self._buffered = 0
         _wake(self._read_waiter)
         _wake(self._write_waiter)
+        if first and self._sink is not None:
+            self._sink.stream_failed(error)
 
 
 def _wake(waiter: asyncio.Future[None] | None) -> None:

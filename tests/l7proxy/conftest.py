@@ -26,7 +26,7 @@ def pytest_asyncio_loop_factories(
     config: pytest.Config, item: pytest.Item
 ) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
     """The tunnel tests run on both loops (uvloop has crashed under churn: environment.md)."""
-    if item.path.name == "test_tunnel.py":
+    if item.path.name in ("test_tunnel.py", "test_edge_splice.py"):
         return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
     return {"asyncio": asyncio.new_event_loop}
 
