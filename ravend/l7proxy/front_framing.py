@@ -232,6 +232,11 @@ class ResponseFramer:
 
     def _feed_head(self, data: bytes | bytearray | memoryview, pos: int) -> int | None:
         """Consume head bytes from `pos`; the position after a complete head, else None."""
+        if not self._buf and not pos and isinstance(data, bytes):
+            # The usual case: the whole head came in this read; parse it in place, no copy.
+            found = data.find(END, 0, self._limits.max_head_bytes + len(END))
+            if found >= 0:
+                return self._on_head(data[: found + len(END)], found + len(END))
         start = len(self._buf)
         self._buf += data[pos : pos + self._limits.max_head_bytes + len(END)]
         try:
@@ -240,12 +245,16 @@ class ResponseFramer:
             raise FramingError(f"response head: {exc.reason}") from exc
         if end is None:
             return None
+        raw = bytes(self._buf[:end])
+        self._buf.clear()
+        return self._on_head(raw, pos + end - start)
+
+    def _on_head(self, raw: bytes, consumed: int) -> int:
+        """A complete head `raw` that ends `consumed` bytes into the current data."""
         try:
-            head = parse_response_head(bytes(self._buf[:end]), self._limits)
+            head = parse_response_head(raw, self._limits)
         except HeadError as exc:
             raise FramingError(f"response head: {exc.reason}") from exc
-        self._buf.clear()
-        consumed = pos + end - start
         if head.status == 101:
             self.head, self.upgraded = head, True
         elif head.status >= 200:

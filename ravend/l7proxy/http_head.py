@@ -71,12 +71,11 @@ class _Fields:
     __slots__ = ()
     headers: Headers
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_index", _index(self.headers))  # frozen: set once, here
+
     def _lookup(self, name: str) -> tuple[str, ...]:
-        try:
-            index: dict[str, tuple[str, ...]] = self._index  # type: ignore[attr-defined]
-        except AttributeError:
-            index = _index(self.headers)
-            object.__setattr__(self, "_index", index)
+        index: dict[str, tuple[str, ...]] = self._index  # type: ignore[attr-defined]
         return index.get(name.lower(), ())
 
     def get(self, name: str) -> str | None:

@@ -161,3 +161,19 @@ async def _wait(predicate: object, timeout: float = 5.0) -> None:
     async with asyncio.timeout(timeout):
         while not predicate():
             await asyncio.sleep(0.01)
+
+
+async def test_plain_caller_half_close_still_gets_its_response_then_the_end(rig: Rig) -> None:
+    """A plain-TCP caller that sends a request and then shuts down its sending side (a
+    half-close) still gets the answer (its EOF is not taken for a caller that left), and then
+    the front end closes the connection."""
+    caller = await KeepAliveCaller.connect(rig.http.port, None)
+    try:
+        host = f"edge-2:{rig.plain_port}"
+        caller.send(host, "/healthz")
+        caller.writer.write_eof()
+        head, body = await caller.response()
+        assert head.status == 200 and head.get("x-sim-node") == "edge-2" and body == b"ok"
+        assert await caller.closed_by_peer()
+    finally:
+        caller.close()
