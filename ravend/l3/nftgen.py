@@ -26,8 +26,11 @@ def _set(name: str, fam: int, cidrs: Iterable[str]) -> str:
 
 
 def _clamp(match: str, mss: int) -> str:
+    # The SYN test comes first: every packet crossing the node (the tunnel's UDP included)
+    # traverses these chains, and a protocol/flag compare rejects a data packet far cheaper
+    # than the interval-set lookup, which then only runs for SYNs.
     return (
-        f"    {match} tcp flags syn / syn,rst tcp option maxseg size > {mss} "
+        f"    tcp flags syn / syn,rst {match} tcp option maxseg size > {mss} "
         f"tcp option maxseg size set {mss}\n"
     )
 
@@ -78,12 +81,11 @@ def ruleset(
         # The mark has done its job once the route is chosen. Cleared here, before the packet
         # reaches raven0: the VXLAN driver routes the outer packet with the inner skb's mark,
         # which would match the fwmark rule again and loop back into raven0 ("circular route").
+        # Tested on the mark bit itself rather than on the destination sets: only ravend sets
+        # the bit, and only for remote destinations, so this clears the same packets while
+        # sparing every packet leaving the node an interval-set lookup.
         clear = (~mark) & 0xFFFFFFFF
-        post = [
-            f"    ip daddr @remote4 meta mark set meta mark & {clear:#x}\n",
-            f"    ip6 daddr @remote6 meta mark set meta mark & {clear:#x}\n",
-            *post,
-        ]
+        post = [f"    meta mark & {mark:#x} != 0 meta mark set meta mark & {clear:#x}\n", *post]
     body += _chain("prerouting", "type filter hook prerouting priority mangle", pre)
     if out:
         # A `route` chain: the kernel re-routes locally generated packets whose mark changed.
