@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 from ravend.l3.kernel import LinuxKernel, OpFailure
 from ravend.l3.keys import load_or_create, public_from_private
 from ravend.l3.metrics import PASS_SECONDS
-from ravend.l3.netlink import underlay_mtu, watch_owned
+from ravend.l3.netlink import EventsLost, underlay_mtu, watch_owned
 from ravend.l3.plan import KEY_FILE, LocalFacts, PlanCache
 from ravend.l3.plancache import Memo
 from ravend.l3.probe import ProbeSettings, probe_targets
@@ -265,12 +265,11 @@ class L3Agent:
     async def reconcile_once(self, view: ClusterView, *, resync: bool = False) -> bool:
         """One counted pass over `view` (after `prepare()`); `resync` reads the whole kernel
         even if no change was announced. Returns whether the kernel now matches the plan."""
-        assert self._rec is not None
         start = time.monotonic()
         RECONCILES.labels(subsystem="l3").inc()
         self.passes += 1
         try:
-            ok, detail = await self._reconcile(self._rec, view, resync)
+            ok, detail = await self._reconcile(view, resync)
         except Exception as e:  # one bad pass must not end the plane; retried with backoff
             ERRORS.labels(subsystem="l3", kind="pass").inc()
             log.exception("L3 reconcile pass failed")
@@ -280,9 +279,8 @@ class L3Agent:
             self._ready(ok, detail)
         return ok
 
-    async def _reconcile(
-        self, rec: Reconciler, view: ClusterView, resync: bool
-    ) -> tuple[bool, str]:
+    async def _reconcile(self, view: ClusterView, resync: bool) -> tuple[bool, str]:
+        assert self._rec is not None, "prepare() first"
         if not self._mtu:  # later passes take it from their snapshots
             self._mtu = 1500 if self._injected else await underlay_mtu(self.node_ip, self.netns)
         facts = LocalFacts(self.public_key, self._mtu, self.node_ip)
@@ -290,7 +288,7 @@ class L3Agent:
         desired = self.plans.plan(view, self.node_name, self.s, facts)
         if self.plans.hits == hits:  # replanned: a different view, so maybe other probe targets
             self._new_plan(desired, view)
-        done = await rec.converge(desired, resync=resync)
+        done = await self._rec.converge(desired, resync=resync)
         self.present, self.last_failures = done.actual, list(done.failures)
         if done.actual.underlay_mtu and done.actual.underlay_mtu != self._mtu:
             # The underlay changed under us (read with the snapshot): plan again at once.
@@ -341,16 +339,20 @@ class L3Agent:
     async def watch_kernel(self) -> None:
         """Wake a pass on every netlink change to ravend's objects (runs until cancelled)."""
         while True:
+            delay = 5.0
             try:
                 await watch_owned(
                     self.s, self.netns, self._kernel_changed, self.snaps.watch_started
                 )
+            except EventsLost as e:  # a burst overflowed the socket: resubscribe at once
+                log.info("L3 netlink events lost (%s); resubscribing", e)
+                delay = 0.1
             except Exception as e:  # netlink unavailable: the periodic resync still repairs
                 ERRORS.labels(subsystem="l3", kind="netlink-events").inc()
                 log.warning("L3 netlink event watch failed (%s); retrying in 5 s", e)
             finally:
                 self.snaps.watch_stopped()  # unwatched: no snapshot is trusted
-            await asyncio.sleep(5)
+            await asyncio.sleep(delay)
 
     def _kernel_changed(self) -> None:
         self.snaps.changed()

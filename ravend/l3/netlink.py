@@ -8,8 +8,10 @@ than one pyroute2 request per object); link-kind probing for kernel WireGuard li
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -200,6 +202,14 @@ async def underlay_mtu(node_ip: str, netns: str | None = None, default: int = 15
     return default
 
 
+class EventsLost(OSError):
+    """The event socket overflowed (or failed): some changes were never announced."""
+
+
+_SO_RCVBUFFORCE = 33  # Linux; the socket module does not name it
+_EVENT_BUFFER = 16 << 20
+
+
 _GROUPS = (
     rtnl.RTMGRP_LINK
     | rtnl.RTMGRP_NEIGH  # FDB entries too
@@ -257,6 +267,10 @@ async def watch_owned(
     `subscribed()` is called once events flow: from then on, a change the caller has not been
     told about has not happened (the agent then trusts its last snapshot, `SnapshotCache`)."""
     async with AsyncIPRoute(**({"netns": netns} if netns else {})) as ipr:
+        # Our own 4,000-route initial pass announces itself faster than Python decodes it;
+        # the default buffer (capped by rmem_max) overflows and events are lost (EventsLost).
+        with contextlib.suppress(OSError):  # needs CAP_NET_ADMIN, which L3 has anyway
+            ipr.setsockopt(socket.SOL_SOCKET, _SO_RCVBUFFORCE, _EVENT_BUFFER)
         await ipr.bind(groups=_GROUPS)
         # Indexes read after binding: a link created in between is announced by an event.
         owned = await _owned_indexes(s, netns)
@@ -264,8 +278,8 @@ async def watch_owned(
             subscribed()
         while True:
             async for msg in ipr.get():
-                if msg["header"].get("error") is not None:
-                    # e.g. ENOBUFS: events were dropped, so silence no longer means "no change".
-                    raise OSError(f"netlink event socket: {msg['header']['error']}")
+                if (err := msg["header"].get("error")) is not None:
+                    # ENOBUFS: events were dropped, so silence no longer means "no change".
+                    raise EventsLost(f"netlink event socket: {err}")
                 if _owned_event(msg, s, owned):
                     notify()
