@@ -29,6 +29,7 @@ from ravend.l7proxy.settings import L7TunnelSettings
 from ravend.l7proxy.tunnel_client import ServerAddress, TunnelClient
 from ravend.l7proxy.tunnel_server import TunnelServer
 from ravend.l7proxy.tunnel_session import TunnelSession
+from ravend.l7proxy.tunnel_splice import SocketLink
 from ravend.l7proxy.tunnel_stream import Stream
 from ravend.l7proxy.tunnel_transport import TunnelProtocol, WebSocketTransport, set_nodelay
 
@@ -171,15 +172,20 @@ async def start_relay(port: int, tls: ssl.SSLContext | None = None) -> AsyncIter
 
 
 async def edge_handler(target: Target, stream: Stream) -> None:
-    """The edge: dial the backend named by the port and splice (or stall / idle for tests)."""
+    """The edge: dial the backend named by the port and splice it the way EdgeHandler does
+    on the real network (tunnel_splice: loop callbacks, no task per side); or stall / idle."""
     if target.port in (STALL_PORT, IDLE_PORT):
         await asyncio.Event().wait()
-    up = TcpPipe(*await asyncio.open_connection("127.0.0.1", target.port))
-    down = StreamPipe(stream)
-    async with asyncio.TaskGroup() as tg:
-        tg.create_task(_copy(down.read, up.write, up.writer.write_eof))
-        tg.create_task(_copy(up.read, down.write, stream.write_eof))
-    await up.close()
+    loop = asyncio.get_running_loop()
+    _, link = await loop.create_connection(lambda: SocketLink(stream), "127.0.0.1", target.port)
+    link.start()
+    try:
+        error = await link.done
+    except BaseException:
+        link.abort()
+        raise
+    if error is not None:
+        stream.reset(reason=str(error))
 
 
 def make_pki(directory: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:

@@ -54,7 +54,7 @@ class Connection:
         self.goaway_sent = False
         self.closed = False
         self._out: list[bytes | memoryview] = [F.encode_hello(self.local_settings)]
-        self._buf = bytearray()
+        self._reader = F.FrameReader(self.local_settings.max_frame_size)
         self._streams: dict[int, StreamRecord] = {}
         self._next_id = 1 if role is Role.CLIENT else 2
         self._highest_remote = 0
@@ -211,57 +211,30 @@ class Connection:
     def receive_data(self, data: bytes | bytearray | memoryview) -> list[Event]:
         """Feed bytes from the peer; return the events they complete (possibly none).
 
-        `data` is only read during the call (a transport may reuse its buffer afterwards):
-        complete frames are parsed straight out of it, and only the tail of an incomplete
-        frame is kept. Raises RemoteProtocolError (with `events_before`) on a connection-fatal
-        fault, after queueing a GOAWAY that explains it. Bytes received after the end are
-        ignored.
+        `data` is only read during the call (a transport may reuse its buffer afterwards).
+        Raises RemoteProtocolError (with `events_before`) on a connection-fatal fault, after
+        queueing a GOAWAY that explains it. Bytes received after the end are ignored.
         """
         events: list[Event] = []
         if self.closed:
             return events
         try:
-            with memoryview(data) as view:
-                pos = self._complete_partial(view, events) if self._buf else 0
-                while not self.closed and (frame := self._parse(view, pos)):
-                    pos = frame[4]
-                    self._handle(frame[0], frame[1], frame[2], frame[3], events)
-                if pos < len(view) and not self.closed:
-                    self._buf += view[pos:]
+            self._handle_all(data, events)
         except RemoteProtocolError as exc:
             self.go_away(exc.code or ErrorCode.PROTOCOL_ERROR, str(exc))
-            self._buf.clear()
+            self._reader.clear()
             exc.events_before = list(events)
             raise
         return events
 
-    def _parse(self, buf: bytes | bytearray | memoryview, pos: int) -> F.Frame | None:
-        return F.parse_frame(
-            buf, pos, self.local_settings.max_frame_size, self.remote_settings is None
-        )
+    def _handle_all(self, data: bytes | bytearray | memoryview, events: list[Event]) -> None:
+        for ftype, flags, sid, payload, _ in self._reader.frames(data, self._expect_hello):
+            self._handle(ftype, flags, sid, payload, events)
+            if self.closed:
+                return  # a GOAWAY with an error: the rest is not looked at
 
-    def _complete_partial(self, view: memoryview, events: list[Event]) -> int:
-        """Top up the kept partial frame from `view`, handle it once whole; return bytes used.
-
-        Only the bytes that frame still lacks are copied, so a large read that completes a
-        frame does not drag the frames behind it through `_buf` too.
-        """
-        buf = self._buf
-        used = 0
-        if len(buf) < F.HEADER_SIZE:
-            used = min(F.HEADER_SIZE - len(buf), len(view))
-            buf += view[:used]
-            if len(buf) < F.HEADER_SIZE:
-                return used
-        if self._parse(buf, 0) is None:  # judges the header; None: the payload is incomplete
-            more = min(F.frame_end(buf, 0) - len(buf), len(view) - used)
-            buf += view[used : used + more]
-            used += more
-        frame = self._parse(buf, 0)
-        if frame is not None:
-            buf.clear()
-            self._handle(frame[0], frame[1], frame[2], frame[3], events)
-        return used
+    def _expect_hello(self) -> bool:
+        return self.remote_settings is None
 
     def _handle(self, ftype: int, flags: int, sid: int, payload: bytes, ev: list[Event]) -> None:
         if ftype == FrameType.DATA:

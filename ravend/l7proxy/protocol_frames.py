@@ -24,6 +24,7 @@ than by waiting forever for 16 MiB that never come.
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -253,3 +254,58 @@ def frame_end(buf: bytes | bytearray | memoryview, pos: int) -> int:
     """Offset just past the frame whose (already judged) header starts at `buf[pos]`."""
     length: int = HEADER.unpack_from(buf, pos)[0]
     return pos + HEADER_SIZE + length
+
+
+class FrameReader:
+    """Cuts received chunks into frames. Complete frames are parsed straight out of the chunk
+    (one copy: the payload); only the tail of an incomplete frame is kept for the next one."""
+
+    def __init__(self, max_frame_size: int) -> None:
+        self._max = max_frame_size
+        self._buf = bytearray()
+
+    def clear(self) -> None:
+        self._buf.clear()
+
+    def frames(
+        self, data: bytes | bytearray | memoryview, expect_hello: Callable[[], bool]
+    ) -> Iterator[Frame]:
+        """The frames `data` completes. `expect_hello` is asked before each frame (the first
+        frame must be HELLO). Stop iterating early and the rest of `data` is dropped."""
+        with memoryview(data) as view:
+            pos = 0
+            if self._buf:
+                pos, frame = self._complete_partial(view, expect_hello)
+                if frame is not None:
+                    yield frame
+            while frame := parse_frame(view, pos, self._max, expect_hello()):
+                pos = frame[4]
+                yield frame
+            if pos < len(view):
+                self._buf += view[pos:]
+
+    def _complete_partial(
+        self, view: memoryview, expect_hello: Callable[[], bool]
+    ) -> tuple[int, Frame | None]:
+        """Top up the kept partial frame from `view`; (bytes used, the frame once whole).
+
+        Only the bytes that frame still lacks are copied, so a large read that completes a
+        frame does not drag the frames behind it through the buffer too.
+        """
+        buf = self._buf
+        used = 0
+        if len(buf) < HEADER_SIZE:
+            used = min(HEADER_SIZE - len(buf), len(view))
+            buf += view[:used]
+            if len(buf) < HEADER_SIZE:
+                return used, None
+        # Judges the header even while the payload is incomplete (garbage fails at once).
+        frame = parse_frame(buf, 0, self._max, expect_hello())
+        if frame is None:
+            more = min(frame_end(buf, 0) - len(buf), len(view) - used)
+            buf += view[used : used + more]
+            used += more
+            frame = parse_frame(buf, 0, self._max, expect_hello())
+        if frame is not None:
+            buf.clear()
+        return used, frame
