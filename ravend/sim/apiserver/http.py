@@ -12,7 +12,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 from aiohttp import web
 
@@ -31,7 +31,7 @@ from ravend.sim.apiserver.patch import PatchError, json_patch, merge_patch, stra
 from ravend.sim.apiserver.routing import NoRoute, RequestInfo, parse
 from ravend.sim.apiserver.store import Store
 from ravend.sim.apiserver.versions import Versions
-from ravend.sim.apiserver.watch import expired_event
+from ravend.sim.apiserver.watch import Watcher, expired_event
 
 log = logging.getLogger(__name__)
 JsonObj = dict[str, Any]
@@ -249,18 +249,18 @@ class Api:
         return resp
 
     async def _stream(
-        self, resp: web.StreamResponse, info: RequestInfo, watcher: Any, q: Mapping[str, str]
+        self, resp: web.StreamResponse, info: RequestInfo, watcher: Watcher, q: Mapping[str, str]
     ) -> None:
         deadline = time.monotonic() + float(q.get("timeoutSeconds") or DEFAULT_WATCH_TIMEOUT)
         bookmarks = _truthy(q.get("allowWatchBookmarks"))
         next_bookmark = time.monotonic() + self.bookmark_interval
-        while (now := time.monotonic()) < deadline:
+        while time.monotonic() < deadline:
             # A silenced watch (fault hook) sends no bookmarks either: wait for the deadline.
             ticking = bookmarks and not watcher.silent
-            wait = min(deadline, next_bookmark) - now if ticking else deadline - now
-            try:
-                item = await asyncio.wait_for(watcher.queue.get(), timeout=max(wait, 0))
-            except TimeoutError:
+            item = await _next_item(watcher, min(deadline, next_bookmark) if ticking else deadline)
+            if item is False:  # nothing queued by the next bookmark time (or the deadline)
+                # Only with nothing queued: the bookmark carries the store's resourceVersion,
+                # which must not run ahead of events this watch has not sent yet.
                 if ticking and time.monotonic() >= next_bookmark and watcher.queue.empty():
                     await _send(resp, self._bookmark(info))
                     next_bookmark = time.monotonic() + self.bookmark_interval
@@ -281,6 +281,24 @@ class Api:
                 "metadata": {"resourceVersion": self.store.resource_version},
             },
         }
+
+
+async def _next_item(watcher: Watcher, until: float) -> tuple[str, JsonObj] | Literal[False] | None:
+    """The next queued item (None: the watch closed), waiting until `until` at most; False
+    when none came by then.
+
+    A queued item is taken without any timeout: on Python 3.11 `wait_for(get(), 0)` cancels
+    the read before it runs, so once a bookmark fell due with an event queued, every pass
+    timed out at once and the stream sent nothing (events nor bookmarks) until its deadline,
+    the watch stall the demo showed. Waiting happens only on an empty queue.
+    """
+    if not watcher.queue.empty():
+        return watcher.queue.get_nowait()
+    wait = until - time.monotonic()
+    try:
+        return await asyncio.wait_for(watcher.queue.get(), timeout=max(wait, 0))
+    except TimeoutError:
+        return False
 
 
 def _truthy(value: str | None) -> bool:
