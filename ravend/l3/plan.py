@@ -35,6 +35,7 @@ from ravend.l3.state import (
     Sysctl,
     VxlanDevice,
     WgDevice,
+    route_order,
 )
 from ravend.l3.topology import Pool, PoolNode, TunnelPlan, pools, tunnel_plan
 from ravend.model import ClusterView
@@ -229,7 +230,7 @@ def _gateway_routes(
     remote: tuple[str, ...], members: list[PoolNode], fams: tuple[int, ...], s: L3Settings
 ) -> tuple[Route, ...]:
     routes = [Route(s.tunnel_table, c, s.wireguard_link) for c in remote]
-    return tuple(sorted([*routes, *_member_return_routes(members, fams, s)]))
+    return tuple(sorted([*routes, *_member_return_routes(members, fams, s)], key=route_order))
 
 
 def _nft(
