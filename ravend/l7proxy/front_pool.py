@@ -3,8 +3,9 @@
 A pooled connection is one whose last exchange ended exactly at a response boundary the front
 end framed (front_framing), so the kubelet is waiting for the next request on it. Entries are
 taken newest first (the least likely to have been closed by the peer's idle timer), each expires
-after `idle_timeout`, and at most `max_idle_per_key` wait per key. Before use an entry is checked
-(`Pipe.reusable`: the peer has not closed, sent nothing unsolicited, failed nothing); a connection
+after `idle_timeout` (closed by a periodic sweep), and at most `max_idle_per_key` wait per key.
+Before use an entry is checked (`Pipe.reusable`: the peer has not closed, sent nothing
+unsolicited, failed nothing); a connection
 the peer closed between the check and our write is the caller's business to retry
 (front_exchange retries idempotent requests once on a fresh connection).
 """
@@ -12,6 +13,7 @@ the peer closed between the check and our write is the caller's business to retr
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Protocol
@@ -40,10 +42,17 @@ class PooledPipe(Protocol):
     def abort(self) -> None: ...
 
 
-@dataclass(eq=False)  # found by identity in its list
+@dataclass(eq=False, slots=True)
 class _Entry:
     pipe: PooledPipe
-    timer: asyncio.TimerHandle | None = None
+    expires: float
+    """Monotonic time after which the entry is closed instead of reused."""
+
+
+SWEEPS_PER_TIMEOUT = 4
+"""Expired entries are closed by a sweep every idle_timeout/4 (so within 1.25x idle_timeout),
+one timer per pool instead of one per put: a timer per request was a measurable share of the
+front end's per-request cost."""
 
 
 class IdlePool:
@@ -52,7 +61,9 @@ class IdlePool:
     def __init__(self, settings: PoolSettings | None = None) -> None:
         self.settings = settings or PoolSettings()
         self._idle: dict[Hashable, list[_Entry]] = {}
+        """Oldest first: take() pops the newest, sweeps drop expired ones from the front."""
         self._closed = False
+        self._sweeper: asyncio.TimerHandle | None = None
         self.reused = 0
         """Pipes handed out again (for tests and metrics)."""
 
@@ -62,13 +73,12 @@ class IdlePool:
         return sum(len(entries) for entries in self._idle.values())
 
     def take(self, key: Hashable) -> PooledPipe | None:
-        """The newest healthy idle pipe for `key`; stale ones met on the way are closed."""
+        """The newest healthy idle pipe for `key`; stale or expired ones met are closed."""
         entries = self._idle.get(key)
+        now = time.monotonic()
         while entries:
             entry = entries.pop()
-            if entry.timer is not None:
-                entry.timer.cancel()
-            if entry.pipe.reusable():
+            if entry.expires > now and entry.pipe.reusable():
                 if not entries:
                     del self._idle[key]
                 self.reused += 1
@@ -86,19 +96,25 @@ class IdlePool:
                 del self._idle[key]
             pipe.close()
             return
-        entry = _Entry(pipe)
-        entry.timer = asyncio.get_running_loop().call_later(
-            self.settings.idle_timeout, self._expire, key, entry
-        )
-        entries.append(entry)
+        entries.append(_Entry(pipe, time.monotonic() + self.settings.idle_timeout))
+        if self._sweeper is None:
+            self._sweeper = asyncio.get_running_loop().call_later(
+                self.settings.idle_timeout / SWEEPS_PER_TIMEOUT, self._sweep
+            )
 
-    def _expire(self, key: Hashable, entry: _Entry) -> None:
-        entries = self._idle.get(key, [])
-        if entry in entries:
-            entries.remove(entry)
+    def _sweep(self) -> None:
+        self._sweeper = None
+        now = time.monotonic()
+        for key in list(self._idle):
+            entries = self._idle[key]
+            while entries and entries[0].expires <= now:
+                entries.pop(0).pipe.close()
             if not entries:
                 del self._idle[key]
-            entry.pipe.close()
+        if self._idle and not self._closed:
+            self._sweeper = asyncio.get_running_loop().call_later(
+                self.settings.idle_timeout / SWEEPS_PER_TIMEOUT, self._sweep
+            )
 
     def evict(self, keys: Callable[[Hashable], bool], count: int) -> int:
         """Drop up to `count` idle pipes whose key matches, oldest first (`abort`, so a tunnel
@@ -107,10 +123,7 @@ class IdlePool:
         for key in [k for k in self._idle if keys(k)]:
             entries = self._idle[key]
             while entries and dropped < count:
-                entry = entries.pop(0)
-                if entry.timer is not None:
-                    entry.timer.cancel()
-                entry.pipe.abort()
+                entries.pop(0).pipe.abort()
                 dropped += 1
             if not entries:
                 del self._idle[key]
@@ -119,9 +132,10 @@ class IdlePool:
     def close(self) -> None:
         """Close every idle pipe; later `put`s close theirs at once."""
         self._closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         for entries in self._idle.values():
             for entry in entries:
-                if entry.timer is not None:
-                    entry.timer.cancel()
                 entry.pipe.close()
         self._idle.clear()
