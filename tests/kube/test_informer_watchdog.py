@@ -136,3 +136,26 @@ async def test_a_silence_that_outlived_the_event_window_relists(
         await eventually(lambda: not inf.store, SILENCE_S + 3.0, "the deletion, by a relist")
     assert inf.lists == 2
     assert restarts("expired") == expired_before + 1
+
+
+async def test_watch_connections_are_probed_by_tcp_keepalive(
+    kube: KubeClient, apiserver: SimApiServer
+) -> None:
+    # A NAT that loses the connection sends no RST; only kernel keepalive probes find out.
+    await kube.create(LEASES, lease("mine"))
+    stream = kube.watch(LEASES, "kube-system", timeout_s=30)
+    async with contextlib.aclosing(stream):
+        kind, _ = await anext(stream)
+        assert kind == "ADDED"
+        ss = await asyncio.create_subprocess_exec(
+            "ss",
+            "-tnoH",
+            "state",
+            "established",
+            "dst",
+            f"127.0.0.1:{apiserver.port}",
+            stdout=asyncio.subprocess.PIPE,
+        )
+        out, _ = await ss.communicate()
+    timers = [line for line in out.decode().splitlines() if "timer:(keepalive" in line]
+    assert len(timers) == 1, out.decode()  # the watch, not the pooled request connection
