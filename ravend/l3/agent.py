@@ -40,15 +40,15 @@ from ravend.l3.keys import load_or_create, public_from_private
 from ravend.l3.metrics import PASS_SECONDS
 from ravend.l3.netlink import EventsLost, underlay_mtu, watch_owned
 from ravend.l3.plan import KEY_FILE, LocalFacts, PlanCache
-from ravend.l3.plancache import Memo
-from ravend.l3.probe import ProbeSettings, probe_targets
+from ravend.l3.probe import ProbeSettings
 from ravend.l3.probe_io import Prober
 from ravend.l3.probe_verdict import ProbeVerdict
 from ravend.l3.publish import publish_public_key
 from ravend.l3.reconcile import Kernel, Reconciler, SnapshotCache
 from ravend.l3.settings import L3Settings
 from ravend.l3.state import EMPTY, KernelSnapshot, L3State, Role, WgDeviceState
-from ravend.l3.topology import pools
+from ravend.l3.targets import gateway_nodes
+from ravend.l3.targets import targets as probe_targets
 from ravend.l3.wireguard import UserspaceWireGuard, WireGuard, choose_backend
 from ravend.model import ClusterView
 from ravend.observe.metrics import ERRORS, RECONCILES
@@ -62,19 +62,6 @@ log = logging.getLogger(__name__)
 ReadyFn = Callable[[bool, str], None]
 MIN_RETRY_S = 0.5
 """First retry delay after a failed pass; doubles up to the resync period."""
-
-
-def _gateway_nodes(view: ClusterView, s: L3Settings, memo: Memo) -> dict[str, tuple[str, str]]:
-    """Gateway name -> (elected tunnel node, its IP), as the planner sees them (the pools
-    come from the plan's memo: the plan just built them)."""
-    found, _ = pools(view, s, memo)
-    out = {}
-    for name, pool in found.items():
-        ip = next((n.ip for n in pool.nodes if n.name == pool.gateway_node), "")
-        if not ip and pool.gateway_node in view.nodes:
-            ip = view.nodes[pool.gateway_node].private_ip
-        out[name] = (pool.gateway_node, ip)
-    return out
 
 
 def _counts(state: L3State | KernelSnapshot) -> dict[str, int]:
@@ -310,7 +297,8 @@ class L3Agent:
                 [f"{x.subject}: {x.reason}" for x in desired.skipped],
             )  # fmt: skip
         self.planned = desired
-        targets = probe_targets(desired, _gateway_nodes(view, self.s, self.plans.memo))
+        memo = self.plans.memo
+        targets = probe_targets(desired, gateway_nodes(view, self.s, memo), memo)
         if self.prober.targets.value != (desired.gateway, targets):
             self.prober.targets.publish((desired.gateway, targets))
 

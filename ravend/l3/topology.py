@@ -17,12 +17,12 @@ handshake that could be dropped and retried only after WireGuard's 5 s REKEY_TIM
 
 from __future__ import annotations
 
-import bisect
 from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import partial
 
-from ravend.l3.addressing import cidr_key, endpoint_text, host_cidr, is_valid_cidr, sort_cidrs
+from ravend.l3.addressing import endpoint_text, host_cidr, is_valid_cidr, sort_cidrs
+from ravend.l3.claims import Claims
 from ravend.l3.plancache import Memo, memo_get
 from ravend.l3.settings import L3Settings
 from ravend.l3.state import Skipped, WgPeer
@@ -164,7 +164,15 @@ def pools(
 ) -> tuple[dict[str, Pool], list[Skipped]]:
     """Every Gateway with an elected tunnel endpoint, keyed by name; the others are reported.
     With `memo`, a Gateway whose object, member Nodes and endpoint Nodes are unchanged keeps
-    its previous `Pool` (a switch rebuilds one pool, not 200)."""
+    its previous `Pool` (a switch rebuilds one pool, not 200), and asking again for the same
+    view returns the same result (do not mutate it)."""
+    inputs = (view.gateways, view.nodes, settings)
+    return memo_get(memo, "pools", inputs, partial(_pools, view, settings, memo))
+
+
+def _pools(
+    view: ClusterView, settings: L3Settings, memo: Memo | None
+) -> tuple[dict[str, Pool], list[Skipped]]:
     found: dict[str, Pool] = {}
     skipped: list[Skipped] = []
     members = _by_gateway(view)
@@ -215,48 +223,6 @@ def hub(all_pools: Iterable[Pool]) -> Pool | None:
     """Raven's "central": the last gateway by name that is not under NAT and has a key."""
     candidates = [p for p in all_pools if not p.under_nat and p.public_key and p.address]
     return max(candidates, key=lambda p: p.name) if candidates else None
-
-
-class Claims:
-    """IP ranges already given to an owner; finds the first-claimed one overlapping a CIDR.
-
-    Two CIDRs overlap only if one contains the other, so a query looks up its supernets by
-    exact key (one per prefix length) and its subnets by a bisect on start addresses: about
-    O(prefix length + log n) per query instead of comparing against every claim (which made
-    4,000 subnets take minutes).
-    """
-
-    def __init__(self) -> None:
-        self._exact: dict[tuple[int, int, int], tuple[int, str]] = {}
-        self._starts: dict[int, list[tuple[int, int, int, str]]] = {4: [], 6: []}
-        # Only prefix lengths that were claimed can hold a supernet: a handful, not 33 or 129.
-        self._plens: dict[int, set[int]] = {4: set(), 6: set()}
-        self._n = 0
-
-    def add(self, cidr: str, owner: str) -> None:
-        fam, start, plen, _ = cidr_key(cidr)
-        self._exact.setdefault((fam, start, plen), (self._n, owner))
-        bisect.insort(self._starts[fam], (start, plen, self._n, owner))
-        self._plens[fam].add(plen)
-        self._n += 1
-
-    def owner_of_overlap(self, cidr: str) -> str | None:
-        fam, start, prefixlen, _ = cidr_key(cidr)
-        bits = 32 if fam == 4 else 128
-        end = start | ((1 << (bits - prefixlen)) - 1)
-        found: list[tuple[int, str]] = []
-        for plen in self._plens[fam]:
-            if plen <= prefixlen:
-                mask = ((1 << plen) - 1) << (bits - plen)
-                hit = self._exact.get((fam, start & mask, plen))
-                if hit is not None:
-                    found.append(hit)
-        starts = self._starts[fam]
-        i = bisect.bisect_left(starts, (start, -1, -1, ""))
-        while i < len(starts) and starts[i][0] <= end:
-            found.append((starts[i][2], starts[i][3]))
-            i += 1
-        return min(found)[1] if found else None
 
 
 @dataclass(frozen=True)
