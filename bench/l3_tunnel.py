@@ -9,7 +9,9 @@
     which charged the bridge, veth and VXLAN hops to ravend.) Rounds are interleaved and
     alternate which of a pair goes first; the ratio is the median of the per-round ratios
     ravend / twin: a pair measured seconds apart shares the slow spells of this shared 2-core
-    host, so the ratio is far steadier than either figure. Namespace-wide costs of ravend's
+    host, so the ratio is steadier than either figure. `*_cpu_ms_per_mb` is the CPU the
+    transfer cost (sender, receiver, the tunnel's two wireguard-go) per MB, ravend / twin: the
+    figure that moves less with the host's load. Namespace-wide costs of ravend's
     nftables table (conntrack, set lookups) hit the twin's packets too and are not in the
     ratio. `by_hand_veth` is the pair on a bare veth in two throwaway namespaces (what the
     simulated routers and NAT cost). `cubic` is pinned on both sockets of every transfer.
@@ -56,7 +58,7 @@ from ravend.sim.topology_default import default_topology
 CLOUD_GW, CLOUD_W = "izwz9dohcv74iegqecp4axz", "izwz9ey0js5z7mornclpd6z"
 HZ_GW, HZ_W = "izbp15inok0kbfkg3in52rz", "izbp15inok0kbfkg3in52sz"
 QD_PROXY, QD_GW = "izm5eb24dmjfimuaybpnqzz", "izm5eb24dmjfimuaybpnr0z"
-ROUNDS = 5
+ROUNDS = 7
 """Interleaved rounds per path (each: one ravend and one twin transfer); medians reported."""
 TRIALS = 5
 PROBE_EVERY_S = 0.05
