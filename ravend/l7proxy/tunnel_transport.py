@@ -80,6 +80,8 @@ class TunnelProtocol(asyncio.BufferedProtocol):
         self._drained: asyncio.Future[None] | None = None
         self._paused = False
         self._pending: list[Chunk] = []
+        self._wrote_this_tick = False
+        self._loop = asyncio.get_running_loop()  # protocols are made by the running loop
 
     @property
     def transport(self) -> asyncio.Transport:
@@ -91,7 +93,7 @@ class TunnelProtocol(asyncio.BufferedProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # Not an isinstance check: uvloop's TLS transport is no asyncio.Transport subclass.
         self._transport = transport = cast(asyncio.Transport, transport)
-        self._lost = asyncio.get_running_loop().create_future()
+        self._lost = self._loop.create_future()
         set_nodelay(transport)
         # A high mark well above one TLS record batch: bulk writers pause less often.
         transport.set_write_buffer_limits(high=self._high_water)
@@ -154,21 +156,34 @@ class TunnelProtocol(asyncio.BufferedProtocol):
     # ---- writing ------------------------------------------------------------------------
 
     def write(self, parts: list[Chunk]) -> None:
-        # Cork: writes made in one loop iteration go out as one TLS record and one syscall,
-        # which matters when many streams answer at once.
-        if not self._pending:
-            asyncio.get_running_loop().call_soon(self._flush)
-        self._pending += parts
+        # The first write of a loop iteration goes out at once (a lone request/response pays
+        # no extra iteration); later ones in the same iteration are corked and go out as one
+        # TLS record batch and one syscall at its end, which matters when many streams
+        # answer at once.
+        if self._pending or self._wrote_this_tick:
+            if not self._pending:
+                self._loop.call_soon(self._flush)
+            self._pending += parts
+            return
+        self._wrote_this_tick = True
+        self._loop.call_soon(self._new_tick)
+        first = parts[0]
+        self._send(first if len(parts) == 1 and isinstance(first, bytes) else b"".join(parts))
 
     def write_now(self, data: bytes) -> None:
         self._pending.append(data)
         self._flush()
 
+    def _new_tick(self) -> None:
+        self._wrote_this_tick = False
+
     def _flush(self) -> None:
-        if not self._pending:
-            return
-        data = b"".join(self._pending)
-        self._pending.clear()
+        if self._pending:
+            data = b"".join(self._pending)
+            self._pending.clear()
+            self._send(data)
+
+    def _send(self, data: bytes) -> None:
         if self._transport is not None and not self._transport.is_closing():
             self._transport.write(data)
 
