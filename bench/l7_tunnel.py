@@ -1,10 +1,15 @@
-"""Benchmark: the L7 tunnel vs direct loopback TCP vs a plain asyncio byte relay, same run.
+"""Benchmark: the L7 tunnel vs direct loopback TCP vs plain asyncio byte relays, same run.
 
 Measures small request/response round trips (p50/p99, req/s, CPU µs per request: the whole
-process, so client + path + backend; compare with `direct`), bulk MB/s, the tunnel over raw
-mutual-TLS TCP (what TunnelServer speaks) against the same sessions over an aiohttp WebSocket,
-bulk throughput with and without a stalled stream, and memory per idle stream. Prints one JSON
-line per case, then a table. Run: `python -m bench.l7_tunnel [--loop uvloop|asyncio] [--quick]`.
+process, so client + path + backend; compare with `direct`), bulk MB/s with one and with 8
+parallel streams, the tunnel over raw mutual-TLS TCP (what TunnelServer speaks) against the
+same sessions over plain TCP and over an aiohttp WebSocket, bulk throughput with and without a
+stalled stream, and memory per idle stream. The baseline to beat is `relay-tls`: a plain
+asyncio byte relay behind one TLS link, i.e. the tunnel's hop without multiplexing (one TLS
+connection per caller). The edge splices like EdgeHandler on the real network (tunnel_splice).
+Prints one JSON line per case, then a table.
+Run: `python -m bench.l7_tunnel [--loop uvloop|asyncio] [--quick]` (ravend's default loop is
+asyncio; uvloop is selectable).
 """
 
 from __future__ import annotations

@@ -38,7 +38,13 @@ class L7TunnelSettings:
     reconnect_max_delay: float = 10.0
     """Upper bound of the redial delay in seconds."""
     read_chunk_size: int = 256 * 1024
-    """Bytes asked from the socket per read; bigger reads mean fewer loop iterations in bulk."""
+    """Size in bytes of the tunnel socket's receive buffer (one per connection, reused for
+    every read; TLS decrypts straight into it): bigger reads mean fewer loop iterations in
+    bulk."""
+    write_high_water: int = 1024 * 1024
+    """Bytes the tunnel socket may hold unsent before stream writers wait (asyncio's default
+    is 64 KiB). Above one TLS record batch, so bulk writers pause and resume rarely; memory
+    stays bounded by it plus the flow-control windows."""
 
     def protocol_settings(self) -> ProtocolSettings:
         return ProtocolSettings(

@@ -111,10 +111,10 @@ class TunnelClient:
 
     async def _dial(self, address: ServerAddress) -> TunnelSession:
         loop = asyncio.get_running_loop()
-        chunk = self.settings.read_chunk_size
+        chunk, high = self.settings.read_chunk_size, self.settings.write_high_water
         async with asyncio.timeout(self.settings.handshake_timeout):
             _, proto = await loop.create_connection(
-                lambda: TunnelProtocol(chunk),
+                lambda: TunnelProtocol(chunk, high),
                 address.host,
                 address.port,
                 ssl=address.ssl,

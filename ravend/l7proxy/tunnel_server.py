@@ -100,7 +100,8 @@ class TunnelServer:
         return self
 
     def _new_protocol(self) -> TunnelProtocol:
-        return _ServerProtocol(self._on_connection, self.settings.read_chunk_size)
+        s = self.settings
+        return _ServerProtocol(self._on_connection, s.read_chunk_size, s.write_high_water)
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
@@ -191,8 +192,10 @@ class TunnelServer:
 class _ServerProtocol(TunnelProtocol):
     """A TunnelProtocol that reports each accepted (TLS-established) connection."""
 
-    def __init__(self, on_connection: Callable[[TunnelProtocol], None], chunk: int) -> None:
-        super().__init__(chunk)
+    def __init__(
+        self, on_connection: Callable[[TunnelProtocol], None], chunk: int, high_water: int
+    ) -> None:
+        super().__init__(chunk, high_water)
         self._on_connection = on_connection
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
