@@ -41,6 +41,8 @@ from ravend.l7proxy.protocol_state import next_state as _next_state
 
 __all__ = ["Connection", "Role"]
 
+_SEND_FIN, _RECV_FIN = StreamInput.SEND_FIN, StreamInput.RECV_FIN
+
 
 class Connection:
     """One multiplexed tunnel connection, either end. Not thread-safe; no I/O."""
@@ -58,6 +60,8 @@ class Connection:
         self._streams: dict[int, StreamRecord] = {}
         self._next_id = 1 if role is Role.CLIENT else 2
         self._highest_remote = 0
+        self._open = [0, 0]
+        """Streams not CLOSED, indexed by "opened by us" (False: by the peer, True: by us)."""
         # Until the peer's HELLO says otherwise, it has granted us nothing.
         self._send_window = 0
         self._recv_window = self.local_settings.connection_window
@@ -81,11 +85,9 @@ class Connection:
         return stream.state if stream else None
 
     def open_stream_count(self, *, local: bool) -> int:
-        return sum(
-            1
-            for sid, s in self._streams.items()
-            if s.state is not StreamState.CLOSED and self._is_local_id(sid) == local
-        )
+        # Counted as streams open and close, not by a scan: asked on every open_stream, with
+        # up to max_concurrent_streams (1024) streams alive.
+        return self._open[local]
 
     @property
     def can_open_stream(self) -> bool:
@@ -125,6 +127,7 @@ class Connection:
         self._streams[stream_id] = StreamRecord(
             StreamState.OPEN, peer_window, self.local_settings.initial_window
         )
+        self._open[True] += 1
         self._out.append(F.encode_frame(FrameType.OPEN, stream_id, payload, flags))
         return stream_id
 
@@ -178,7 +181,7 @@ class Connection:
 
     def half_close(self, stream_id: int) -> None:
         stream = self._stream_for_local(stream_id)
-        stream.state = _next_state(stream_id, stream.state, StreamInput.SEND_FIN)
+        self._set_state(stream_id, stream, _next_state(stream_id, stream.state, _SEND_FIN))
         self._out.append(F.encode_frame(FrameType.HALF_CLOSE, stream_id))
         self._forget_if_done(stream_id, stream)
 
@@ -204,7 +207,7 @@ class Connection:
         self._out.append(F.encode_goaway(self._highest_remote, code, reason))
         if code != ErrorCode.NO_ERROR:
             self.closed = True
-            self._streams.clear()
+            self._forget_all()
 
     # ---- receiving side ------------------------------------------------------------------
 
@@ -294,6 +297,7 @@ class Connection:
             self.remote_settings.initial_window,
             self.local_settings.initial_window,
         )
+        self._open[False] += 1
         ev.append(StreamOpened(sid, target))
 
     def _on_data(self, sid: int, payload: bytes, ev: list[Event]) -> None:
@@ -343,7 +347,7 @@ class Connection:
             self._stream_error(sid, ErrorCode.FRAME_SIZE_ERROR, "HALF_CLOSE with payload", ev)
             return
         try:
-            stream.state = _next_state(sid, stream.state, StreamInput.RECV_FIN)
+            self._set_state(sid, stream, _next_state(sid, stream.state, _RECV_FIN))
         except RemoteProtocolError as exc:
             self._stream_error(sid, exc.code, str(exc), ev)
             return
@@ -365,7 +369,7 @@ class Connection:
                     ev.append(StreamReset(sid, code, reason))
             ev.append(ConnectionTerminated(code, reason))
             self.closed = True
-            self._streams.clear()
+            self._forget_all()
 
     # ---- helpers -------------------------------------------------------------------------
 
@@ -402,8 +406,19 @@ class Connection:
         ev.append(StreamReset(sid, code, reason, remote=False))
         self._drop(sid)
 
+    def _set_state(self, sid: int, stream: StreamRecord, state: StreamState) -> None:
+        if state is StreamState.CLOSED and stream.state is not StreamState.CLOSED:
+            self._open[self._is_local_id(sid)] -= 1
+        stream.state = state
+
+    def _forget_all(self) -> None:
+        self._streams.clear()
+        self._open = [0, 0]
+
     def _drop(self, sid: int) -> None:
         stream = self._streams.pop(sid)
+        if stream.state is not StreamState.CLOSED:
+            self._open[self._is_local_id(sid)] -= 1
         # Unread bytes of a dead stream will never be acknowledged: release them now.
         self._credit_connection(stream.unacked)
 

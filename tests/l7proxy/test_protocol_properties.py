@@ -12,6 +12,7 @@ from ravend.l7proxy.protocol import Connection, Role
 from ravend.l7proxy.protocol_errors import RemoteProtocolError
 from ravend.l7proxy.protocol_events import DataReceived, Event
 from ravend.l7proxy.protocol_frames import ProtocolSettings, Target
+from ravend.l7proxy.protocol_state import StreamState
 
 SMALL = ProtocolSettings(max_frame_size=1024, initial_window=4096, connection_window=10_000)
 
@@ -152,3 +153,41 @@ def test_bytes_in_flight_never_exceed_the_windows(ops: list[tuple[str, int, floa
         for s in sids:
             assert sent[s] - acked[s] <= SMALL.initial_window
         assert sum(sent[s] - acked[s] for s in sids) <= SMALL.connection_window
+
+
+life_op = st.tuples(
+    st.sampled_from(["open", "fin_client", "fin_server", "reset_client", "reset_server", "sync"]),
+    st.integers(0, 7),
+)
+
+
+def scanned_open_count(conn: Connection, sids: list[int]) -> int:
+    return sum(1 for sid in sids if conn.stream_state(sid) not in (None, StreamState.CLOSED))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(life_op, max_size=60))
+def test_open_stream_counts_follow_every_way_a_stream_ends(ops: list[tuple[str, int]]) -> None:
+    """The counted open streams (the concurrency limit) equal a scan of the stream states."""
+    client = Connection(Role.CLIENT, ProtocolSettings(max_concurrent_streams=6))
+    server = Connection(Role.SERVER, ProtocolSettings(max_concurrent_streams=5))
+    client.receive_data(server.data_to_send())
+    server.receive_data(client.data_to_send())
+    client.receive_data(server.data_to_send())
+    sids: list[int] = []
+    for kind, index in ops:
+        sid = sids[index % len(sids)] if sids else 0
+        if kind == "open" and client.can_open_stream:
+            sids.append(client.open_stream(Target("n", 1)))
+        elif kind == "sync" or not sids:
+            server.receive_data(client.data_to_send())
+            client.receive_data(server.data_to_send())
+        elif kind.startswith("fin"):
+            side = client if kind == "fin_client" else server
+            if side.stream_state(sid) in (StreamState.OPEN, StreamState.HALF_CLOSED_REMOTE):
+                side.half_close(sid)
+        else:
+            (client if kind == "reset_client" else server).reset(sid)
+        assert client.open_stream_count(local=True) == scanned_open_count(client, sids)
+        assert server.open_stream_count(local=False) == scanned_open_count(server, sids)
+        assert client.open_stream_count(local=True) <= 6
