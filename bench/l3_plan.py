@@ -219,6 +219,15 @@ async def _baseline(agent: L3Agent, v: ClusterView) -> float:
     return await _timed(agent, v, resync=True)
 
 
+async def _settle(agent: L3Agent) -> None:
+    """Until the netlink events of our own changes stop arriving (0.3 s without one)."""
+    while True:
+        seen = agent.snaps.generation
+        await asyncio.sleep(0.3)
+        if agent.snaps.generation == seen and agent.snaps.watching:
+            return
+
+
 def _stats(name: str, xs: list[float], goal: str, **extra: float) -> list[dict[str, Any]]:
     return [
         _rec(f"{name}_s", statistics.median(xs), "s", goal, **extra),
@@ -231,9 +240,10 @@ async def _cases(agent: L3Agent, s: L3Settings) -> list[dict[str, Any]]:
     initial = []
     for _ in range(3):  # each from an empty kernel: disable() removes everything first
         await agent.disable()
-        await asyncio.sleep(0.5)  # let the removal's netlink events drain
+        await _settle(agent)
         initial.append(await _timed(agent, v0))
-    await asyncio.sleep(0.5)  # our own 4,000 route events: the next pass reads afresh
+    # Our own 4,000 route events: as in the agent, the next pass reads the kernel afresh.
+    await _settle(agent)
     await _timed(agent, v0)
     switches, base_sw = [], []
     hits = agent.snaps.hits
