@@ -45,7 +45,6 @@ async def run(settings: AgentSettings, stop: asyncio.Event) -> None:
     """Run the agent until `stop` is set, then shut down in order (see module docstring)."""
     from ravend.kube.client import connect
     from ravend.kube.informer import ClusterInformers
-    from ravend.kube.settings import KubeSettings
 
     readiness = Readiness()
     readiness.require("informers")
@@ -57,7 +56,7 @@ async def run(settings: AgentSettings, stop: asyncio.Event) -> None:
         client = await connect(settings.kubeconfig)
         stack.push_async_callback(client.close)
         view: Latest[ClusterView] = Latest(ClusterView())
-        informers = ClusterInformers(client, KubeSettings(kubeconfig=settings.kubeconfig), view)
+        informers = ClusterInformers(client, settings.kube, view)
         leader: Latest[bool] = Latest(False)
         probes: Latest[frozenset[str]] = Latest(frozenset())
         ctx = PlaneContext(settings, client, view, leader, readiness, observe, probes)

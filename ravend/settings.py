@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ravend.election.settings import ElectionSettings
+from ravend.kube.settings import KubeSettings
 
 DEFAULT_STATE_DIR = Path("/var/lib/raven")
 DEFAULT_OBSERVE_PORT = 10265
@@ -68,6 +69,8 @@ class AgentSettings:
     """TLS port of the conversion/validation webhooks (0 disables them)."""
     election: ElectionSettings = field(default_factory=ElectionSettings)
     """Leadership and gateway-heartbeat timings (see docs/failover.md)."""
+    kube: KubeSettings = field(default_factory=KubeSettings)
+    """API client and informer timings; `kubeconfig` here always equals the field above."""
 
 
 def agent_parser() -> argparse.ArgumentParser:
@@ -83,6 +86,12 @@ def agent_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-level", help="log level (env LOG_LEVEL)")
     p.add_argument("--shutdown-deadline", type=float, help="seconds (default 20)")
     p.add_argument("--event-loop", choices=["auto", "uvloop", "asyncio"], help="event loop")
+    p.add_argument(
+        "--watch-silence",
+        type=float,
+        help="seconds a watch may stay without event or bookmark before it is re-opened "
+        "(default 75; 0 = off; env RAVEND_WATCH_SILENCE_S)",
+    )
     return p
 
 
@@ -100,6 +109,18 @@ def _port(value: str | None, default: int, what: str) -> int:
     if not value.isdigit() or not 0 <= int(value) < 65536:
         raise SettingsError(f"{what}: {value!r} is not a TCP port")
     return int(value)
+
+
+def _watch_silence(value: str | None) -> float:
+    if value is None:
+        return KubeSettings.watch_silence_s
+    try:
+        seconds = float(value)
+    except ValueError as exc:
+        raise SettingsError(f"watch silence: {value!r} is not a number of seconds") from exc
+    if not 0 <= seconds < 86400:
+        raise SettingsError(f"watch silence: {value!r} must be 0 (off) or positive seconds")
+    return seconds
 
 
 def build_settings(argv: Sequence[str], env: Mapping[str, str]) -> AgentSettings:
@@ -121,10 +142,11 @@ def build_settings(argv: Sequence[str], env: Mapping[str, str]) -> AgentSettings
     deadline = ns.shutdown_deadline if ns.shutdown_deadline is not None else 20.0
     if deadline <= 0:
         raise SettingsError("shutdown deadline must be positive")
+    kubeconfig_path = Path(kubeconfig) if kubeconfig else None
     return AgentSettings(
         node_name=node_name,
         node_ip=node_ip,
-        kubeconfig=Path(kubeconfig) if kubeconfig else None,
+        kubeconfig=kubeconfig_path,
         state_dir=Path(_pick(ns.state_dir, env, "RAVEND_STATE_DIR") or DEFAULT_STATE_DIR),
         observe=ObserveSettings(
             host=_pick(ns.observe_host, env, "RAVEND_OBSERVE_HOST") or "0.0.0.0",
@@ -144,5 +166,9 @@ def build_settings(argv: Sequence[str], env: Mapping[str, str]) -> AgentSettings
         ),
         webhook_port=_port(
             _pick(ns.webhook_port, env, "RAVEND_WEBHOOK_PORT"), DEFAULT_WEBHOOK_PORT, "webhook port"
+        ),
+        kube=KubeSettings(
+            kubeconfig=kubeconfig_path,
+            watch_silence_s=_watch_silence(_pick(ns.watch_silence, env, "RAVEND_WATCH_SILENCE_S")),
         ),
     )

@@ -28,6 +28,17 @@ def test_no_kubeconfig_means_in_cluster() -> None:
     assert build_settings(["--node-name", "a"], {}).kubeconfig is None
 
 
+def test_informer_settings_follow_flags_and_env() -> None:
+    s = build_settings(["--node-name", "a", "--kubeconfig", "/k"], {})
+    assert (s.kube.kubeconfig, s.kube.watch_silence_s) == (Path("/k"), 75.0)
+    s = build_settings(["--node-name", "a"], {"RAVEND_WATCH_SILENCE_S": "20"})
+    assert s.kube.watch_silence_s == 20.0
+    s = build_settings(
+        ["--node-name", "a", "--watch-silence", "0"], {"RAVEND_WATCH_SILENCE_S": "9"}
+    )
+    assert s.kube.watch_silence_s == 0.0
+
+
 @pytest.mark.parametrize(
     ("argv", "env", "message"),
     [
@@ -36,6 +47,8 @@ def test_no_kubeconfig_means_in_cluster() -> None:
         (["--node-name", "a"], {"RAVEND_OBSERVE_PORT": "99999"}, "not a TCP port"),
         (["--node-name", "a", "--shutdown-deadline", "0"], {}, "must be positive"),
         (["--node-name", "a"], {"LOG_FORMAT": "xml"}, "want text or json"),
+        (["--node-name", "a"], {"RAVEND_WATCH_SILENCE_S": "soon"}, "not a number"),
+        (["--node-name", "a", "--watch-silence", "-1"], {}, "0 \\(off\\) or positive"),
     ],
 )
 def test_bad_values(argv: list[str], env: dict[str, str], message: str) -> None:
