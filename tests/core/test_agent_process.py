@@ -39,16 +39,21 @@ async def _spawn(kubeconfig: Path, tmp: Path, port: int) -> asyncio.subprocess.P
     )  # fmt: skip
 
 
-async def _wait_ready(port: int, timeout: float) -> bool:
+async def _wait_ok(port: int, path: str, timeout: float) -> bool:
+    """Poll http://127.0.0.1:port/path until it answers 200 or `timeout` seconds pass."""
     deadline = time.monotonic() + timeout
     async with aiohttp.ClientSession() as http:
         while time.monotonic() < deadline:
             with contextlib.suppress(aiohttp.ClientError):
-                async with http.get(f"http://127.0.0.1:{port}/readyz") as r:
+                async with http.get(f"http://127.0.0.1:{port}/{path}") as r:
                     if r.status == 200:
                         return True
             await asyncio.sleep(0.1)
     return False
+
+
+async def _wait_ready(port: int, timeout: float) -> bool:
+    return await _wait_ok(port, "readyz", timeout)
 
 
 async def test_agent_starts_syncs_is_ready_and_stops_on_sigterm(
@@ -77,19 +82,24 @@ async def test_unreachable_apiserver_backs_off_with_clear_logs(
 ) -> None:
     await apiserver.faults.set_unavailable(True, mode="refuse")
     port = _free_port()
+    started = time.monotonic()
     proc = await _spawn(kubeconfig, tmp_path, port)
     try:
+        # Start-up time varies with machine load: wait for the health server, then let the
+        # informers fail for a few seconds.
+        assert await _wait_ok(port, "healthz", 30), "health server never came up"
         await asyncio.sleep(4)
         async with aiohttp.ClientSession() as http:
             async with http.get(f"http://127.0.0.1:{port}/readyz") as r:
                 assert r.status == 503  # never ready without the API server
             async with http.get(f"http://127.0.0.1:{port}/healthz") as r:
                 assert r.status == 200  # but alive: the loop is not wedged
+        elapsed = time.monotonic() - started
         log = (tmp_path / "agent.log").read_text()
         failures = [line for line in log.splitlines() if "unavailable" in line.lower()]
         assert failures, log
-        # Four informers over 4 s with backoff from 0.5 s: a handful of lines, not a busy loop.
-        assert len(failures) < 60, f"{len(failures)} failure lines in 4 s: busy loop?"
+        # Four informers with backoff from 0.5 s: a handful of lines per second, not a busy loop.
+        assert len(failures) < 15 * elapsed, f"{len(failures)} failure lines in {elapsed:.0f} s"
         await apiserver.faults.set_unavailable(False)
         assert await _wait_ready(port, 40), "agent did not recover after the API server returned"
     finally:
