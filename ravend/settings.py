@@ -63,8 +63,11 @@ class AgentSettings:
     state_dir: Path = DEFAULT_STATE_DIR
     """Directory for keys and certificates (0700); nothing else is stored on disk."""
     observe: ObserveSettings = field(default_factory=ObserveSettings)
+    """Health, readiness and metrics server."""
     log: LogSettings = field(default_factory=LogSettings)
+    """Log format and level."""
     runtime: RuntimeSettings = field(default_factory=RuntimeSettings)
+    """Shutdown deadline and event loop."""
     webhook_port: int = DEFAULT_WEBHOOK_PORT
     """TLS port of the conversion/validation webhooks (0 disables them)."""
     election: ElectionSettings = field(default_factory=ElectionSettings)
