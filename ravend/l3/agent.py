@@ -327,14 +327,14 @@ class L3Agent:
     async def watch_kernel(self) -> None:
         """Wake a pass on every netlink change to ravend's objects (runs until cancelled)."""
         while True:
-            delay = 5.0
+            delay, started = 5.0, time.monotonic()
             try:
                 await watch_owned(
                     self.s, self.netns, self._kernel_changed, self.snaps.watch_started
                 )
             except EventsLost as e:  # a burst overflowed the socket: resubscribe at once
                 log.info("L3 netlink events lost (%s); resubscribing", e)
-                delay = 0.1
+                delay = 0.1 if time.monotonic() - started > 1.0 else 5.0  # never a tight loop
             except Exception as e:  # netlink unavailable: the periodic resync still repairs
                 ERRORS.labels(subsystem="l3", kind="netlink-events").inc()
                 log.warning("L3 netlink event watch failed (%s); retrying in 5 s", e)
