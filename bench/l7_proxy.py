@@ -28,16 +28,15 @@ import argparse
 import asyncio
 import contextlib
 import json
-import re
 import ssl
 import statistics
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from bench.l7_proxy_caller import Getter, KeptConnection, Meter, PathSpec, cpu_fields
 from bench.l7_proxy_procs import (
     BULK_BYTES,
     CLIENT_USAGES,
@@ -45,153 +44,32 @@ from bench.l7_proxy_procs import (
     Party,
     free_port,
     kubelet_process,
-    proc_cpu,
     ssh_tunnel,
 )
 from ravend.certs.tls import client_context
-from ravend.l7proxy.front_splice import set_nodelay
 from ravend.sim.apiserver.pki import ClusterCA, key_pem
 from ravend.sim.kubelet_client import KubeletClient, fixed_resolver
-
-
-@dataclass
-class PathSpec:
-    """Where to dial for one path, and the processes whose CPU it costs."""
-
-    name: str
-    address: tuple[str, int]
-    proxy_pids: list[int] = field(default_factory=list)
-    kubelet_pid: int = 0
-
-
-Getter = Callable[[], Awaitable[int]]
-_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)", re.IGNORECASE)
-
-
-class _KeptProtocol(asyncio.Protocol):
-    """A lean HTTP/1.1 response reader for /healthz (Content-Length framed, no chunking): the
-    load generator must cost little, or it, not the path, sets the tail at c32."""
-
-    def __init__(self) -> None:
-        self.buf = bytearray()
-        self.waiter: asyncio.Future[int] | None = None
-        self.lost = False
-
-    def data_received(self, data: bytes) -> None:
-        self.buf += data
-        end = self.buf.find(b"\r\n\r\n")
-        if end < 0 or self.waiter is None:
-            return
-        match = _LENGTH.search(self.buf, 0, end)
-        assert match is not None, "the benchmark expects Content-Length responses"
-        total = end + 4 + int(match.group(1))
-        if len(self.buf) >= total:
-            status = int(self.buf[9:12])
-            del self.buf[:total]
-            self.waiter.set_result(status)
-            self.waiter = None
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = True
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_exception(ConnectionError("kept connection closed"))
-
-
-class KeptConnection:
-    """One caller connection reused for every request; re-dialled (and the request retried
-    once) if the server closed it between requests (the front end's max requests per
-    connection)."""
-
-    def __init__(self, address: tuple[str, int], tls: ssl.SSLContext | None, port: int) -> None:
-        self.address, self.tls = address, tls
-        self.request = f"GET /healthz HTTP/1.1\r\nHost: edge-2:{port}\r\n\r\n".encode()
-        self.conn: tuple[asyncio.Transport, _KeptProtocol] | None = None
-        self.connects = 0
-
-    async def get(self) -> int:
-        for retry in (True, False):
-            if self.conn is None or self.conn[1].lost:
-                host, port = self.address
-                name = host if self.tls else None
-                self.conn = await asyncio.get_running_loop().create_connection(
-                    _KeptProtocol, host, port, ssl=self.tls, server_hostname=name
-                )
-                set_nodelay_transport(self.conn[0])
-                self.connects += 1
-            transport, proto = self.conn
-            proto.waiter = asyncio.get_running_loop().create_future()
-            transport.write(self.request)
-            try:
-                return await proto.waiter
-            except ConnectionError:
-                self.conn = None
-                if not retry:
-                    raise
-        raise AssertionError("unreachable")
-
-    def close(self) -> None:
-        if self.conn is not None:
-            self.conn[0].close()
-            self.conn = None
-
-
-def set_nodelay_transport(transport: asyncio.BaseTransport) -> None:
-    class _W:  # set_nodelay reads only get_extra_info
-        get_extra_info = transport.get_extra_info
-
-    set_nodelay(_W())  # type: ignore[arg-type]
-
-
-@dataclass
-class Meter:
-    """CPU of the caller (this process), of the proxy processes and of the kubelet."""
-
-    path: PathSpec
-    start: tuple[float, float, float] = (0.0, 0.0, 0.0)
-
-    def read(self) -> tuple[float, float, float]:
-        p = self.path
-        kubelet = proc_cpu([p.kubelet_pid]) if p.kubelet_pid else 0.0
-        return time.process_time(), proc_cpu(p.proxy_pids), kubelet
-
-    def __enter__(self) -> Meter:
-        self.start = self.read()
-        return self
-
-    def used(self) -> tuple[float, float, float]:
-        return tuple(b - a for a, b in zip(self.start, self.read(), strict=True))  # type: ignore[return-value]
-
-    def __exit__(self, *exc: object) -> None:
-        pass
-
-
-def _cpu_fields(used: tuple[float, float, float], n: int) -> dict[str, int]:
-    caller, proxy, kubelet = used
-    return {
-        "cpu_us_per_req": round((caller + proxy + kubelet) / n * 1e6),
-        "proxy_cpu_us_per_req": round(proxy / n * 1e6),
-        "caller_cpu_us_per_req": round(caller / n * 1e6),
-    }
 
 
 async def rr_case(
     path: PathSpec, getter: Callable[[], Getter], conc: int, total: int, mode: str
 ) -> dict[str, Any]:
-    """`getter()` is called once per concurrent worker (one kept connection each)."""
+    """`getter()` is called once per concurrent worker (keep-alive: one connection each,
+    dialled by its first request, which the warm-up case has done for the pooled side)."""
     latencies: list[float] = []
 
-    async def worker(n: int) -> None:
-        get = getter()
+    async def worker(get: Getter, n: int) -> None:
         for _ in range(n):
             t0 = time.perf_counter()
             assert await get() == 200
             latencies.append(time.perf_counter() - t0)
 
+    gets = [getter() for _ in range(conc)]
     with Meter(path) as meter:
         t0 = time.perf_counter()
         async with asyncio.TaskGroup() as tg:
-            for _ in range(conc):
-                tg.create_task(worker(total // conc))
+            for get in gets:
+                tg.create_task(worker(get, total // conc))
         wall = time.perf_counter() - t0
         used = meter.used()
     q = statistics.quantiles(latencies, n=100)
@@ -202,18 +80,29 @@ async def rr_case(
         "req_per_s": round(len(latencies) / wall),
         "p50_us": round(q[49] * 1e6),
         "p99_us": round(q[98] * 1e6),
-        **_cpu_fields(used, len(latencies)),
+        **cpu_fields(used, len(latencies)),
     }
 
 
 async def bulk_case(path: PathSpec, client: KubeletClient, repeat: int) -> dict[str, Any]:
+    """MB/s, and CPU per MB (every process; proxy alone): on a shared machine the rate
+    follows the load, the CPU cost much less."""
     rates = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        resp = await client.get("edge-2", "/metrics")
-        assert resp.status == 200 and len(resp.body) == BULK_BYTES, resp.status
-        rates.append(BULK_BYTES / (time.perf_counter() - t0) / 1e6)
-    return {"path": path.name, "case": "bulk-64MiB", "mb_per_s": round(statistics.median(rates))}
+    with Meter(path) as meter:
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            resp = await client.get("edge-2", "/metrics")
+            assert resp.status == 200 and len(resp.body) == BULK_BYTES, resp.status
+            rates.append(BULK_BYTES / (time.perf_counter() - t0) / 1e6)
+        caller, proxy, kubelet = meter.used()
+    mbytes = repeat * BULK_BYTES / 1e6
+    return {
+        "path": path.name,
+        "case": "bulk-64MiB",
+        "mb_per_s": round(statistics.median(rates)),
+        "cpu_us_per_mb": round((caller + proxy + kubelet) / mbytes * 1e6),
+        "proxy_cpu_us_per_mb": round(proxy / mbytes * 1e6),
+    }
 
 
 async def measure(
@@ -229,13 +118,16 @@ async def measure(
 
     kept: list[KeptConnection] = []
 
+    def new_conn() -> Getter:
+        return get
+
     def keep_alive() -> Getter:
         kept.append(KeptConnection(path.address, ctx, port))
         return kept[-1].get
 
     n = 200 if quick else 640
     rows = []
-    for mode, getter in (("new", lambda: get), ("keepalive", keep_alive)):
+    for mode, getter in (("new", new_conn), ("keepalive", keep_alive)):
         await rr_case(path, getter, 4, 40, mode)  # warm-up (and pools filled)
         # A handshake per request costs ~10x a kept request: fewer of them, same precision.
         scale = 4 if mode == "new" else 1
@@ -344,9 +236,11 @@ async def run(quick: bool, rounds: int, profile: Path | None = None) -> list[dic
 
 def table(rows: list[dict[str, Any]]) -> str:
     cols = ["path", "case", "req_per_s", "p50_us", "p99_us", "cpu_us_per_req"]
-    cols += ["proxy_cpu_us_per_req", "caller_cpu_us_per_req", "mb_per_s"]
+    cols += ["proxy_cpu_us_per_req", "caller_cpu_us_per_req", "mb_per_s", "cpu_us_per_mb"]
+    cols += ["proxy_cpu_us_per_mb"]
     heads = ["path", "case", "req/s", "p50 µs", "p99 µs", "CPU µs", "proxy CPU", "caller CPU"]
-    lines = [" | ".join(f"{c:>13}" for c in [*heads, "MB/s"])]
+    heads += ["MB/s", "CPU µs/MB", "proxy µs/MB"]
+    lines = [" | ".join(f"{c:>13}" for c in heads)]
     lines += [" | ".join(f"{row.get(c, ''):>13}" for c in cols) for row in rows]
     return "\n".join(lines)
 
@@ -358,6 +252,8 @@ FIELDS = (
     ("cpu_us_per_req", "µs", False),
     ("proxy_cpu_us_per_req", "µs", False),
     ("mb_per_s", "MB/s", True),
+    ("cpu_us_per_mb", "µs", False),
+    ("proxy_cpu_us_per_mb", "µs", False),
 )
 """(row field, unit, higher is better)."""
 
