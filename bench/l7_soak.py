@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import fmt
-from bench.l7_proxy import CLIENT_USAGES, KUBELET_IP, free_port, view
+from bench.l7_proxy_procs import CLIENT_USAGES, KUBELET_IP, free_port, view
 from ravend.certs.tls import client_context, identity_from_peercert, server_context
 from ravend.l7proxy.edge import EdgeHandler
 from ravend.l7proxy.front_dial import UpstreamDialer
