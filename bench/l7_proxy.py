@@ -16,6 +16,9 @@ and each again on the kubelet's plain read-only port ("-plain").
 Small requests: GET /healthz at concurrency 1 and 32, in two caller modes: "new" opens a
 connection (and TLS handshake) per request; "keepalive" keeps one connection per concurrent
 caller, as the kube-apiserver does. Large stream: GET /metrics of 64 MiB, MB/s.
+These closed-loop cases saturate the machine at c32, so their latency is mostly queueing; the
+open-loop case (bench/l7_proxy_paced.py) measures latency at a fixed offered load over 32 warm
+keep-alive connections: "paced c32 R/s" rows, with p99.9 and the caller's send lag.
 Figures per case: req/s, p50, p99, and CPU per request of every process of the path (caller,
 proxy processes with their children, kubelet: `cpu_us_per_req`) and of the proxy processes alone
 (`proxy_cpu_us_per_req`); the caller's own share is `caller_cpu_us_per_req`. Paths are measured
@@ -37,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.l7_proxy_caller import Getter, KeptConnection, Meter, PathSpec, cpu_fields
+from bench.l7_proxy_paced import caller_loop, measure_paced, paced_records
 from bench.l7_proxy_procs import (
     BULK_BYTES,
     CLIENT_USAGES,
@@ -208,7 +212,12 @@ def _paths(
     return paths, []
 
 
-async def run(quick: bool, rounds: int, profile: Path | None = None) -> list[dict[str, Any]]:
+async def run(
+    quick: bool, rounds: int, profile: Path | None = None, paced_s: float | None = None
+) -> list[dict[str, Any]]:
+    """Every path, `rounds` interleaved rounds; the paced case runs `paced_s` seconds per rate
+    on TLS paths and at most 2 s on -plain ones (the 420 s budget of `python -m bench`)."""
+    paced_s = paced_s or (3.0 if quick else 5.0)
     ca = ClusterCA.create()
     cert, key = ca.issue("kube-apiserver-kubelet-client", ["system:masters"], usages=CLIENT_USAGES)
     tls = client_context(None, cert, key)
@@ -230,15 +239,21 @@ async def run(quick: bool, rounds: int, profile: Path | None = None) -> list[dic
                     await wait_through(path, tls, kport)
             for _ in range(rounds):  # interleaved: every path once per round
                 for path in paths:
-                    results.append(await measure(path, tls, (kport, pport), quick))
+                    rows = await measure(path, tls, (kport, pport), quick)
+                    plain = path.name.endswith("-plain")
+                    ctx, port = (None, pport) if plain else (tls, kport)
+                    seconds = min(paced_s, 2.0) if plain else paced_s
+                    rows += await measure_paced(path, ctx, port, seconds)
+                    results.append(rows)
     return skipped + medians(results)
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    cols = ["path", "case", "req_per_s", "p50_us", "p99_us", "cpu_us_per_req"]
+    cols = ["path", "case", "req_per_s", "p50_us", "p99_us", "p999_us", "cpu_us_per_req"]
     cols += ["proxy_cpu_us_per_req", "caller_cpu_us_per_req", "mb_per_s", "cpu_us_per_mb"]
     cols += ["proxy_cpu_us_per_mb"]
-    heads = ["path", "case", "req/s", "p50 µs", "p99 µs", "CPU µs", "proxy CPU", "caller CPU"]
+    heads = ["path", "case", "req/s", "p50 µs", "p99 µs", "p99.9 µs", "CPU µs", "proxy CPU"]
+    heads += ["caller CPU"]
     heads += ["MB/s", "CPU µs/MB", "proxy µs/MB"]
     lines = [" | ".join(f"{c:>13}" for c in heads)]
     lines += [" | ".join(f"{row.get(c, ''):>13}" for c in cols) for row in rows]
@@ -272,7 +287,7 @@ def records(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     c32 p99 of every path against direct's (the floor this caller and kubelet allow)."""
     by_case = {(r["path"], r["case"]): r for r in rows if "case" in r}
     out: list[dict[str, Any]] = []
-    for row in (r for r in rows if "case" in r):
+    for row in (r for r in rows if "case" in r and not r["case"].startswith("paced")):
         path, case = row["path"], row["case"]
         ours = path.startswith("ravend")
         base = path.replace("-uvloop", "")
@@ -305,12 +320,14 @@ def records(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 floor.pop("goal", None)
                 floor["ratio"] = rec["value"] / floor["baseline"]
                 out.append(floor)
-    return out
+    return out + paced_records(rows)
 
 
-async def main(quick: bool = False) -> list[dict[str, Any]]:
-    """Run every path in both caller modes (3 interleaved rounds; 1 when quick)."""
-    return records(await run(quick, 1 if quick else 3))
+def main(quick: bool = False) -> list[dict[str, Any]]:
+    """Run every path in both caller modes and paced (3 interleaved rounds; 1 when quick), on
+    the caller's select() loop (its timers are what the paced case schedules with)."""
+    with asyncio.Runner(loop_factory=caller_loop) as runner:
+        return records(runner.run(run(quick, 1 if quick else 3)))
 
 
 if __name__ == "__main__":
@@ -320,8 +337,11 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true", help="fewer requests, one round")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
     parser.add_argument("--profile", type=Path, help="cProfile stats of the asyncio cloud process")
+    parser.add_argument("--paced-seconds", type=float, help="per rate (default 5; quick 3)")
     args = parser.parse_args()
-    result = asyncio.run(run(args.quick, 1 if args.quick else args.rounds, args.profile))
+    rounds = 1 if args.quick else args.rounds
+    with asyncio.Runner(loop_factory=caller_loop) as runner:
+        result = runner.run(run(args.quick, rounds, args.profile, args.paced_seconds))
     for line in result:
         print(json.dumps({"bench": "l7_proxy", **line}))
     print(table(result))

@@ -40,12 +40,15 @@ class _KeptProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.buf += data
         end = self.buf.find(b"\r\n\r\n")
-        if end < 0 or self.waiter is None:
+        if end < 0:
             return
         match = _LENGTH.search(self.buf, 0, end)
         assert match is not None, "the benchmark expects Content-Length responses"
         total = end + 4 + int(match.group(1))
         if len(self.buf) >= total:
+            # A response nobody waits for means the caller broke the one-request-at-a-time
+            # rule; fail loudly rather than leave a later request waiting on a stale reply.
+            assert self.waiter is not None, "a response arrived with no request outstanding"
             status = int(self.buf[9:12])
             del self.buf[:total]
             self.waiter.set_result(status)
@@ -83,6 +86,9 @@ class KeptConnection:
                 await self.connect()
             assert self.conn is not None
             transport, proto = self.conn
+            # One request at a time: a second get() would replace the first one's waiter and
+            # leave it hanging forever (no pipelining here).
+            assert proto.waiter is None, "KeptConnection.get() while a request is outstanding"
             proto.waiter = asyncio.get_running_loop().create_future()
             transport.write(self.request)
             try:
