@@ -178,14 +178,7 @@ async def edge_handler(target: Target, stream: Stream) -> None:
         await asyncio.Event().wait()
     loop = asyncio.get_running_loop()
     _, link = await loop.create_connection(lambda: SocketLink(stream), "127.0.0.1", target.port)
-    link.start()
-    try:
-        error = await link.done
-    except BaseException:
-        link.abort()
-        raise
-    if error is not None:
-        stream.reset(reason=str(error))
+    await link.run()
 
 
 def make_pki(directory: Path) -> tuple[ssl.SSLContext, ssl.SSLContext]:

@@ -96,11 +96,4 @@ class EdgeHandler:
             _, link = await loop.create_connection(
                 lambda: SocketLink(stream), address, port, ssl=tls() if tls else None
             )
-        link.start()
-        try:
-            error = await link.done
-        except BaseException:
-            link.abort()
-            raise
-        if error is not None:
-            stream.reset(ErrorCode.CANCEL, str(error))
+        await link.run()

@@ -44,6 +44,18 @@ class SocketLink(asyncio.Protocol):
         if self._transport is not None:
             self._transport.abort()
 
+    async def run(self) -> None:
+        """Splice until both directions end; an error resets the stream (CANCEL), and a
+        cancelled caller aborts the socket so the peer sees the splice end at once."""
+        self.start()
+        try:
+            error = await self.done
+        except BaseException:
+            self.abort()
+            raise
+        if error is not None:
+            self._stream.reset(ErrorCode.CANCEL, str(error))
+
     def _finish(self, error: BaseException | None) -> None:
         if not self.done.done():
             self.done.set_result(error)
