@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -214,6 +215,20 @@ class L3Sim:
             if all(result.values()) or loop.time() > deadline:
                 return result
             await asyncio.sleep(0.5)
+
+    @contextlib.asynccontextmanager
+    async def meshed(self, timeout: float = 40.0) -> AsyncIterator[L3Sim]:
+        """Start, wait for the informers and for every pod to reach every pod (RuntimeError
+        naming the pairs that do not), yield, and always stop."""
+        await self.start()
+        try:
+            await self.wait_synced()
+            mesh = await self.wait_mesh(timeout)
+            if not all(mesh.values()):
+                raise RuntimeError(f"mesh not up: {[k for k, ok in mesh.items() if not ok]}")
+            yield self
+        finally:
+            await self.stop()
 
 
 def _unlink(path: str) -> None:

@@ -259,16 +259,8 @@ async def restoration_records(l3: L3Sim) -> list[dict[str, Any]]:
 
 async def main() -> list[dict[str, Any]]:
     run_dir = Path(tempfile.mkdtemp(prefix="ravend-l3-tunnel-"))
-    l3 = L3Sim(default_topology(), run_dir)
-    await l3.start()
-    try:
-        await l3.wait_synced()
-        mesh = await l3.wait_mesh(60)
-        if not all(mesh.values()):
-            raise RuntimeError(f"mesh not up: {[k for k, ok in mesh.items() if not ok]}")
+    async with L3Sim(default_topology(), run_dir).meshed(60) as l3:
         return [*await tunnel_records(l3), *await restoration_records(l3)]
-    finally:
-        await l3.stop()
 
 
 def _print(records: list[dict[str, Any]]) -> None:

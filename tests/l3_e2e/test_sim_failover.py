@@ -57,15 +57,9 @@ class Trial:
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def l3(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[L3Sim]:
-    s = L3Sim(default_topology(), tmp_path_factory.mktemp("l3failover"), real_agents=True)
-    await s.start()
-    try:
-        await s.wait_synced()
-        mesh = await s.wait_mesh(40)
-        assert all(mesh.values()), [k for k, ok in mesh.items() if not ok]
+    sim = L3Sim(default_topology(), tmp_path_factory.mktemp("l3failover"), real_agents=True)
+    async with sim.meshed(40) as s:
         yield s
-    finally:
-        await s.stop()
 
 
 def _active(view: ClusterView, gateway: str) -> list[str]:
