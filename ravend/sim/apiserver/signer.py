@@ -67,10 +67,11 @@ def _check(signer: str, req: x509.CertificateSigningRequest, usages: set[str]) -
     orgs = [a.value for a in req.subject.get_attributes_for_oid(x509.NameOID.ORGANIZATION_NAME)]
     cns = req.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
     cn = str(cns[0].value) if cns else ""
+    # The names as a plain list: cryptography >= 46 refuses an empty SubjectAlternativeName.
     try:
-        sans = req.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        sans = list(req.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
     except x509.ExtensionNotFound:
-        sans = x509.SubjectAlternativeName([])
+        sans = []
     if signer == APISERVER_CLIENT:
         bad = usages - {"digital signature", "key encipherment", "client auth"}
         if bad:
@@ -85,18 +86,18 @@ def _check(signer: str, req: x509.CertificateSigningRequest, usages: set[str]) -
     if not cn.startswith("system:node:"):
         return "subject common name does not begin with system:node:"
     if signer == APISERVER_CLIENT_KUBELET:
-        if list(sans):
+        if sans:
             return "subjectAltNames are not allowed"
         return (
             None
             if usages in _KUBELET_CLIENT
             else "usages did not match [client auth digital signature key encipherment]"
         )
-    if not sans.get_values_for_type(x509.DNSName) and not sans.get_values_for_type(x509.IPAddress):
+    if not any(isinstance(n, x509.DNSName | x509.IPAddress) for n in sans):
         return "DNS or IP subjectAltName is required"
-    if sans.get_values_for_type(x509.RFC822Name):
+    if any(isinstance(n, x509.RFC822Name) for n in sans):
         return "Email subjectAltNames are not allowed"
-    if sans.get_values_for_type(x509.UniformResourceIdentifier):
+    if any(isinstance(n, x509.UniformResourceIdentifier) for n in sans):
         return "URI subjectAltNames are not allowed"
     return (
         None
