@@ -10,6 +10,9 @@ Paths to the same fake kubelet (TLS, client certificate required) on 127.0.0.22:
   relay          a plain asyncio byte relay in between (TLS passes through)
   ravend         HTTPS front end -> tunnel (mutual TLS) -> edge -> TLS to the kubelet
   ravend-uvloop  the same, with the cloud process on uvloop (proxy-only nodes may use it)
+  floor          ravend's processes and TLS legs with no logic: a Protocol relay terminating
+                 the caller's TLS, a TLS link per caller to an edge relay, TLS to the kubelet
+                 (bench/l7_proxy_floor.py): the least CPython spends on ravend's path
   ssh            `ssh -tt -R` reverse tunnel through a throwaway sshd on loopback (skipped with
                  a reason when sshd cannot start)
 and each again on the kubelet's plain read-only port ("-plain").
@@ -161,9 +164,14 @@ def medians(rounds: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     return list(out.values())
 
 
+FLOOR = "bench.l7_proxy_floor"
+"""The CPython floor: ravend's processes and TLS legs with no logic (bench/l7_proxy_floor.py)."""
+
+
 @contextlib.contextmanager
 def parties(d: Path, kport: int, pport: int, profile: Path | None) -> Iterator[list[PathSpec]]:
-    """Start the relay and two ravend cloud/edge pairs (asyncio, uvloop cloud); yield paths."""
+    """Start the relay, two ravend cloud/edge pairs (asyncio, uvloop cloud) and the floor pair;
+    yield paths."""
     started: list[Party] = []
     try:
         relay = Party("relay", d, kport, pport)
@@ -181,6 +189,14 @@ def parties(d: Path, kport: int, pport: int, profile: Path | None) -> Iterator[l
             pids = [cloud.pid, edge.pid]
             specs.append(PathSpec(name, ("127.0.0.1", cloud.ports["https"]), pids))
             specs.append(PathSpec(f"{name}-plain", ("127.0.0.1", cloud.ports["http"]), pids))
+        floor_edge = Party("edge", d, kport, pport, module=FLOOR)
+        started.append(floor_edge)
+        tunnel = str(floor_edge.ports["tunnel"])
+        floor = Party("cloud", d, kport, pport, "--tunnel-port", tunnel, module=FLOOR)
+        started.append(floor)
+        pids = [floor.pid, floor_edge.pid]
+        specs.append(PathSpec("floor", ("127.0.0.1", floor.ports["https"]), pids))
+        specs.append(PathSpec("floor-plain", ("127.0.0.1", floor.ports["http"]), pids))
         yield specs
     finally:
         for party in reversed(started):
@@ -309,6 +325,7 @@ def records(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 (
                     base.replace("ravend", "direct")
                     .replace("relay", "direct")
+                    .replace("floor", "direct")
                     .replace("ssh", "direct"),
                     case,
                 ),
@@ -324,7 +341,35 @@ def records(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 floor.pop("goal", None)
                 floor["ratio"] = rec["value"] / floor["baseline"]
                 out.append(floor)
-    return out + paced_records(rows)
+    return out + floor_records(rows) + paced_records(rows)
+
+
+FLOOR_FIELDS = ("p50_us", "proxy_cpu_us_per_req", "proxy_cpu_us_per_mb")
+
+
+def floor_records(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Where the gap to ssh comes from: the floor (no logic, same TLS legs) against ssh of the
+    same case (what CPython and the TLS terminations cost), and ravend against the floor (what
+    ravend's own routing, framing and multiplexing cost). Figures, no goals."""
+    by_case = {(r["path"], r["case"]): r for r in rows if "case" in r}
+    out: list[dict[str, Any]] = []
+    for (path, case), row in by_case.items():
+        if path.startswith("floor"):
+            base = by_case.get((path.replace("floor", "ssh"), case), {})
+            label = "vs ssh"
+        elif path.startswith("ravend"):
+            base = by_case.get((path.replace("-uvloop", "").replace("ravend", "floor"), case), {})
+            label = "vs floor"
+        else:
+            continue
+        for key in FLOOR_FIELDS:
+            if row.get(key) and base.get(key):
+                rec: dict[str, Any] = {"bench": "l7_proxy"}
+                rec.update(metric=f"{path} {case} {key} {label}", value=float(row[key]))
+                rec.update(unit="µs", baseline=float(base[key]))
+                rec["ratio"] = rec["value"] / rec["baseline"]
+                out.append(rec)
+    return out
 
 
 def main(quick: bool = False) -> list[dict[str, Any]]:

@@ -27,7 +27,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -91,11 +91,11 @@ def load_ca(d: Path) -> ClusterCA:
     return ClusterCA(x509.load_pem_x509_certificate((d / "ca.crt").read_bytes()), key)
 
 
-def _ready(**ports: int) -> None:
+def ready(**ports: int) -> None:
     print(json.dumps(ports), flush=True)
 
 
-async def _until_sigterm() -> None:
+async def until_sigterm() -> None:
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     await stop.wait()
@@ -132,8 +132,8 @@ async def cloud(args: argparse.Namespace) -> None:
         )  # fmt: skip
 
     async with tunnels, front_end(server_tls) as front, front_end(None) as plain:
-        _ready(tunnel=tunnels.port, https=front.port, http=plain.port)
-        await _until_sigterm()
+        ready(tunnel=tunnels.port, https=front.port, http=plain.port)
+        await until_sigterm()
 
 
 async def edge(args: argparse.Namespace) -> None:
@@ -150,8 +150,8 @@ async def edge(args: argparse.Namespace) -> None:
     client = TunnelClient([server], handler, L7TunnelSettings(port=0))
     async with asyncio.TaskGroup() as tg:
         task = tg.create_task(client.run())
-        _ready()
-        await _until_sigterm()
+        ready()
+        await until_sigterm()
         task.cancel()
 
 
@@ -171,16 +171,19 @@ async def relay(args: argparse.Namespace) -> None:
         for p in (args.kubelet_port, args.plain_port)
     ]
     ports = [s.sockets[0].getsockname()[1] for s in servers]
-    _ready(https=ports[0], http=ports[1])
-    await _until_sigterm()
+    ready(https=ports[0], http=ports[1])
+    await until_sigterm()
 
 
 ROLES = {"cloud": cloud, "edge": edge, "relay": relay}
 
 
-def child_main() -> None:
-    p = argparse.ArgumentParser(prog="python -m bench.l7_proxy_procs")
-    p.add_argument("role", choices=sorted(ROLES))
+def run_role(
+    roles: Mapping[str, Callable[[argparse.Namespace], Coroutine[Any, Any, None]]], prog: str
+) -> None:
+    """A child process's main: parse the common flags, run `roles[role]` on the chosen loop."""
+    p = argparse.ArgumentParser(prog=prog)
+    p.add_argument("role", choices=sorted(roles))
     p.add_argument("--dir", type=Path, required=True)
     p.add_argument("--kubelet-port", type=int, required=True)
     p.add_argument("--plain-port", type=int, required=True)
@@ -202,7 +205,7 @@ def child_main() -> None:
         profiler.enable()
     try:
         with asyncio.Runner(loop_factory=factory) as runner:
-            runner.run(ROLES[args.role](args))
+            runner.run(roles[args.role](args))
     finally:
         if profiler is not None:
             profiler.disable()
@@ -215,8 +218,16 @@ def child_main() -> None:
 class Party:
     """One child process of this module; `ports` is its ready line."""
 
-    def __init__(self, role: str, d: Path, kubelet_port: int, plain_port: int, *extra: str):
-        cmd = [sys.executable, "-m", "bench.l7_proxy_procs", role, "--dir", str(d)]
+    def __init__(
+        self,
+        role: str,
+        d: Path,
+        kubelet_port: int,
+        plain_port: int,
+        *extra: str,
+        module: str = "bench.l7_proxy_procs",
+    ):
+        cmd = [sys.executable, "-m", module, role, "--dir", str(d)]
         cmd += ["--kubelet-port", str(kubelet_port), "--plain-port", str(plain_port), *extra]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         assert self.proc.stdout is not None
@@ -336,4 +347,4 @@ def ssh_tunnel(kubelet_port: int, plain_port: int) -> Iterator[tuple[int, int, l
 
 
 if __name__ == "__main__":
-    child_main()
+    run_role(ROLES, "python -m bench.l7_proxy_procs")
