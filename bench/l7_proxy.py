@@ -13,6 +13,7 @@ Paths to the same fake kubelet (TLS, client certificate required) on 127.0.0.22:
   floor          ravend's processes and TLS legs with no logic: a Protocol relay terminating
                  the caller's TLS, a TLS link per caller to an edge relay, TLS to the kubelet
                  (bench/l7_proxy_floor.py): the least CPython spends on ravend's path
+  floor-uvloop   the same with both processes on uvloop
   ssh            `ssh -tt -R` reverse tunnel through a throwaway sshd on loopback (skipped with
                  a reason when sshd cannot start)
 and each again on the kubelet's plain read-only port ("-plain").
@@ -189,14 +190,15 @@ def parties(d: Path, kport: int, pport: int, profile: Path | None) -> Iterator[l
             pids = [cloud.pid, edge.pid]
             specs.append(PathSpec(name, ("127.0.0.1", cloud.ports["https"]), pids))
             specs.append(PathSpec(f"{name}-plain", ("127.0.0.1", cloud.ports["http"]), pids))
-        floor_edge = Party("edge", d, kport, pport, module=FLOOR)
-        started.append(floor_edge)
-        tunnel = str(floor_edge.ports["tunnel"])
-        floor = Party("cloud", d, kport, pport, "--tunnel-port", tunnel, module=FLOOR)
-        started.append(floor)
-        pids = [floor.pid, floor_edge.pid]
-        specs.append(PathSpec("floor", ("127.0.0.1", floor.ports["https"]), pids))
-        specs.append(PathSpec("floor-plain", ("127.0.0.1", floor.ports["http"]), pids))
+        for name, loop in (("floor", "asyncio"), ("floor-uvloop", "uvloop")):
+            floor_edge = Party("edge", d, kport, pport, "--loop", loop, module=FLOOR)
+            started.append(floor_edge)
+            tunnel = ["--tunnel-port", str(floor_edge.ports["tunnel"])]
+            floor = Party("cloud", d, kport, pport, *tunnel, "--loop", loop, module=FLOOR)
+            started.append(floor)
+            pids = [floor.pid, floor_edge.pid]
+            specs.append(PathSpec(name, ("127.0.0.1", floor.ports["https"]), pids))
+            specs.append(PathSpec(f"{name}-plain", ("127.0.0.1", floor.ports["http"]), pids))
         yield specs
     finally:
         for party in reversed(started):
@@ -355,7 +357,7 @@ def floor_records(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for (path, case), row in by_case.items():
         if path.startswith("floor"):
-            base = by_case.get((path.replace("floor", "ssh"), case), {})
+            base = by_case.get((path.replace("-uvloop", "").replace("floor", "ssh"), case), {})
             label = "vs ssh"
         elif path.startswith("ravend"):
             base = by_case.get((path.replace("-uvloop", "").replace("ravend", "floor"), case), {})

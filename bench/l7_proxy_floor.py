@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import functools
 import ssl
+from typing import cast
 
 from bench.l7_proxy_procs import (
     CLIENT_USAGES,
@@ -48,8 +49,7 @@ class _Half(asyncio.Protocol):
         self.early: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
         set_nodelay(transport)  # type: ignore[arg-type]
 
     def data_received(self, data: bytes) -> None:

@@ -139,7 +139,7 @@ FIELDS = (
 
 
 def _direct_of(path: str) -> str:
-    for name in ("ravend-uvloop", "ravend", "relay", "floor", "ssh"):
+    for name in ("ravend-uvloop", "ravend", "relay", "floor-uvloop", "floor", "ssh"):
         path = path.replace(name, "direct")
     return path
 
