@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import random
-import socket
 from collections.abc import AsyncGenerator, Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -27,6 +26,7 @@ from ravend.kube.events import EventRecorder
 from ravend.kube.models import ObjectRef
 from ravend.kube.resources import CSRS, Resource
 from ravend.kube.settings import KubeSettings
+from ravend.kube.wire import keep_alive, namespace_of, selectors, with_type
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class KubeClient:
 
     async def get(self, res: Resource, name: str, namespace: str | None = None) -> JSON:
         obj = await self._json("GET", res.path(namespace, name))
-        return _with_type(obj, res)
+        return with_type(obj, res)
 
     async def list(
         self,
@@ -91,21 +91,21 @@ class KubeClient:
         field_selector: str | None = None,
     ) -> tuple[list[JSON], str]:
         """All matching objects (paged) and the list's resourceVersion to watch from."""
-        query = [*_selectors(label_selector, field_selector), ("limit", str(_LIST_PAGE))]
+        query = [*selectors(label_selector, field_selector), ("limit", str(_LIST_PAGE))]
         items: list[JSON] = []
         token = ""
         while True:
             page_query = query + ([("continue", token)] if token else [])
             page = await self._json("GET", res.path(namespace), query=page_query)
-            items.extend(_with_type(i, res) for i in page.get("items") or [])
+            items.extend(with_type(i, res) for i in page.get("items") or [])
             meta = page.get("metadata") or {}
             token = str(meta.get("continue") or "")
             if not token:
                 return items, str(meta.get("resourceVersion") or "")
 
     async def create(self, res: Resource, obj: Mapping[str, Any]) -> JSON:
-        namespace = _namespace_of(obj, res)
-        return _with_type(await self._json("POST", res.path(namespace), body=obj), res)
+        namespace = namespace_of(obj, res)
+        return with_type(await self._json("POST", res.path(namespace), body=obj), res)
 
     async def replace(self, res: Resource, obj: Mapping[str, Any]) -> JSON:
         """PUT; conditional on metadata.resourceVersion when set (409 -> `Conflict`)."""
@@ -126,7 +126,7 @@ class KubeClient:
     ) -> JSON:
         path = res.path(namespace, name, "status" if status else None)
         obj = await self._json("PATCH", path, body=patch, content_type=_PATCH_TYPES[kind])
-        return _with_type(obj, res)
+        return with_type(obj, res)
 
     async def delete(
         self, res: Resource, name: str, namespace: str | None = None, *, missing_ok: bool = False
@@ -139,8 +139,8 @@ class KubeClient:
 
     async def _put(self, res: Resource, obj: Mapping[str, Any], sub: str | None) -> JSON:
         name = str((obj.get("metadata") or {}).get("name") or "")
-        path = res.path(_namespace_of(obj, res), name, sub)
-        return _with_type(await self._json("PUT", path, body=obj), res)
+        path = res.path(namespace_of(obj, res), name, sub)
+        return with_type(await self._json("PUT", path, body=obj), res)
 
     # ---- read-modify-write ----------------------------------------------------------------------
 
@@ -231,7 +231,7 @@ class KubeClient:
         """
         server_timeout = timeout_s if timeout_s is not None else self.settings.watch_timeout_s
         query = [
-            *_selectors(label_selector, field_selector),
+            *selectors(label_selector, field_selector),
             ("watch", "true"),
             ("timeoutSeconds", str(server_timeout)),
         ]
@@ -245,7 +245,7 @@ class KubeClient:
             sock_read=self._watch_read_timeout(server_timeout, bookmarks),
         )
         resp = await self._send("GET", res.path(namespace), query=query, timeout=timeout)
-        _keep_alive(resp, self.settings.watch_keepalive_s)
+        keep_alive(resp, self.settings.watch_keepalive_s)
         try:
             while True:
                 try:
@@ -262,7 +262,7 @@ class KubeClient:
                 kind, obj = str(event.get("type", "")), event.get("object") or {}
                 if kind == "ERROR":
                     raise errors.from_watch_status(obj)
-                yield kind, _with_type(obj, res)
+                yield kind, with_type(obj, res)
         finally:
             resp.release()
 
@@ -343,53 +343,6 @@ class KubeClient:
         finally:
             resp.release()
         raise errors.from_status(resp.status, data)
-
-
-def _keep_alive(resp: aiohttp.ClientResponse, idle_s: float) -> None:
-    """Turn on TCP keepalive for the connection of a watch (probes every idle_s / 3, 3 tries).
-
-    A watch is a long idle read; if the peer or a NAT between us loses the connection without
-    a RST, only keepalive probes notice it at the socket level (writes never happen on it).
-    """
-    conn = resp.connection
-    transport = conn.transport if conn is not None else None
-    sock = transport.get_extra_info("socket") if transport is not None else None
-    if sock is None or idle_s <= 0:
-        return
-    idle = max(1, int(idle_s))
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        if hasattr(socket, "TCP_KEEPIDLE"):  # Linux; elsewhere the OS default timers apply
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, idle)
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, max(1, idle // 3))
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 3)
-    except OSError as exc:  # not a TCP socket (a unix-socket proxy): nothing to probe
-        log.debug("no TCP keepalive on the watch connection: %s", exc)
-
-
-def _selectors(label: str | None, field: str | None) -> list[tuple[str, str]]:
-    query = []
-    if label:
-        query.append(("labelSelector", label))
-    if field:
-        query.append(("fieldSelector", field))
-    return query
-
-
-def _namespace_of(obj: Mapping[str, Any], res: Resource) -> str | None:
-    if not res.namespaced:
-        return None
-    namespace = (obj.get("metadata") or {}).get("namespace")
-    if not namespace:
-        raise errors.Invalid(f"{res.kind}: metadata.namespace is required")
-    return str(namespace)
-
-
-def _with_type(obj: JSON, res: Resource) -> JSON:
-    """List items of core types come without apiVersion/kind; the codecs expect them."""
-    obj.setdefault("apiVersion", res.api_version)
-    obj.setdefault("kind", res.kind)
-    return obj
 
 
 # ---- connecting ------------------------------------------------------------------------
