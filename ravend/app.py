@@ -8,7 +8,8 @@ request (SIGTERM/SIGINT set `stop`) triggers the ordered shutdown of house style
    leadership at once so a peer takes over, L3 stops *without* touching the kernel (routes and
    tunnels stay so a restart never black-holes traffic);
 2. the remaining loops (informers, elector, role adjuster) are cancelled;
-3. the exit stack closes the API client and the observe server.
+3. the exit stack stops the L7 data loop thread and closes the API client and the observe
+   server.
 
 The whole sequence runs under `settings.runtime.shutdown_deadline`; the CLI also arms a hard
 exit timer in a thread, so even a wedged event loop ends before the kubelet's SIGKILL.
@@ -22,6 +23,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack
 from typing import Any
 
+from ravend.loopthread import LoopThread
 from ravend.model import ClusterView
 from ravend.observe.metrics import ERRORS
 from ravend.observe.readiness import Readiness
@@ -55,11 +57,17 @@ async def run(settings: AgentSettings, stop: asyncio.Event) -> None:
 
         client = await connect(settings.kubeconfig)
         stack.push_async_callback(client.close)
+        l7_loop = None
+        if settings.runtime.l7_event_loop != "same":
+            # Closed after the roles have stopped (the exit stack unwinds after the TaskGroup).
+            l7_loop = await stack.enter_async_context(
+                LoopThread("l7", settings.runtime.l7_event_loop)
+            )
         view: Latest[ClusterView] = Latest(ClusterView())
         informers = ClusterInformers(client, settings.kube, view)
         leader: Latest[bool] = Latest(False)
         probes: Latest[frozenset[str]] = Latest(frozenset())
-        ctx = PlaneContext(settings, client, view, leader, readiness, observe, probes)
+        ctx = PlaneContext(settings, client, view, leader, readiness, observe, probes, l7_loop)
         try:
             async with asyncio.TaskGroup() as tg:
                 runner = RoleRunner(build_role_specs(ctx), tg, readiness)

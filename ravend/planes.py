@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from ravend.certs.csr import CertKind
 from ravend.certs.manager import CertManager, CertSpec
 from ravend.certs.settings import CertSettings
+from ravend.loopthread import LoopThread
 from ravend.model import ClusterView
 from ravend.observe.readiness import Readiness
 from ravend.observe.server import ObserveServer
@@ -38,6 +39,8 @@ class PlaneContext:
     probes: Latest[frozenset[str]]
     """Peer gateway nodes this node's own link probes show down: published by the L3 agent,
     read by the election (ravend/l3/probe_verdict.py has the safety rule)."""
+    l7_loop: LoopThread | None = None
+    """The thread whose loop carries the L7 data path; None: the agent's own loop."""
 
 
 def build_role_specs(ctx: PlaneContext) -> dict[Role, RoleSpec]:
@@ -120,6 +123,7 @@ async def run_l7_server_role(ctx: PlaneContext) -> None:
         proxy_client=_cert_manager(ctx, CertKind.PROXY_CLIENT),
         client_ca_pem=_cluster_ca(ctx),
         ready=lambda: ctx.readiness.mark(readiness_key(Role.L7_SERVER)),
+        data=ctx.l7_loop,
     )
 
 
@@ -134,6 +138,7 @@ async def run_l7_client_role(ctx: PlaneContext) -> None:
         proxy_client=_cert_manager(ctx, CertKind.PROXY_CLIENT),
         server_ca_pem=_cluster_ca(ctx),
         ready=lambda: ctx.readiness.mark(readiness_key(Role.L7_CLIENT)),
+        data=ctx.l7_loop,
     )
 
 

@@ -11,6 +11,11 @@ plain front end (10264). The serving certificate's SANs follow the ClusterView a
 Service's ClusterIP (`wanted_serving_sans`).
 Client: one TunnelClient per tunnel server (every active proxy endpoint of every exposed
 Gateway); only the servers that appear or disappear are dialled or dropped.
+
+Given a `LoopThread` (`data=`), both loops split their work: certificate managers, SAN upkeep
+and pod lookups stay on the calling (agent) loop, where the API client lives; listeners, tunnels
+and every connection run on the thread's loop, which sees a mirrored ClusterView, reaches pod
+lookups through `on_loop`, and gets certificate reloads through `LoopThread.call`.
 """
 
 from __future__ import annotations
@@ -19,9 +24,9 @@ import asyncio
 import logging
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ravend.certs.csr import INTERNAL_SERVICE, INTERNAL_SERVICE_NAMESPACE, Sans, serving_sans
 from ravend.certs.manager import CertManager
@@ -41,6 +46,7 @@ from ravend.l7proxy.frontend import FrontEnd, FrontSettings
 from ravend.l7proxy.settings import L7TunnelSettings
 from ravend.l7proxy.tunnel_client import ServerAddress, TunnelClient
 from ravend.l7proxy.tunnel_server import TunnelServer
+from ravend.loopthread import LoopThread, mirror, on_loop, soon_on_loop
 from ravend.model import ClusterView, EndpointType
 from ravend.runtime import Latest
 
@@ -173,8 +179,11 @@ async def run_l7_server(
     front_settings: FrontSettings | None = None,
     pods: PodLookup | None = None,
     ready: Ready = lambda: None,
+    data: LoopThread | None = None,
 ) -> None:
-    """Cloud proxy role: tunnel server + both front ends, until cancelled."""
+    """Cloud proxy role: tunnel server + both front ends, until cancelled. Certificates, SANs
+    and pod lookups stay on this loop; the listeners and their connections run on `data`'s
+    loop when given (module docstring of ravend.loopthread), else on this one."""
     ports = ports or L7Ports()
     settings = replace(tunnel_settings or L7TunnelSettings(), port=ports.tunnel)
     async with asyncio.TaskGroup() as tg:
@@ -187,41 +196,73 @@ async def run_l7_server(
         kubelet_tls = _kubelet_context(kubelet_cert, kubelet_ca_pem)
         tg.create_task(_run_manager(serving))
         tg.create_task(_run_manager(proxy_client))
-        tg.create_task(
-            _follow_cert(
-                serving,
-                lambda c: front_tls.reload(server_context(c.cert_pem, c.key_pem, client_ca_pem)),
-            )
-        )
-        tg.create_task(_follow_cert(proxy_client, _reload_in_place(kubelet_tls)))
-        tunnels = TunnelServer(
-            front_tls.listener, settings, identity_of=identity_from_peercert, host=ports.host
-        )
-        dialer = UpstreamDialer(lambda: kubelet_tls, tunnels)
+
+        def reload_front(c: StoredCert) -> None:
+            front_tls.reload(server_context(c.cert_pem, c.key_pem, client_ca_pem))
+
+        tg.create_task(_follow_cert(serving, _there(data, reload_front)))
+        tg.create_task(_follow_cert(proxy_client, _there(data, _reload_in_place(kubelet_tls))))
         lookup = pods or PodNodeCache(kube)
+        if data is not None:
+            lookup = on_loop(asyncio.get_running_loop(), lookup)
 
-        def front(tls: ssl.SSLContext | None, port: int) -> FrontEnd:
-            return FrontEnd(
-                me=node,
-                view=view,
-                pods=lookup,
-                upstreams=dialer,
-                ssl_context=tls,
-                host=ports.host,
-                port=port,
-                settings=front_settings,
+        async def serve(local: Latest[ClusterView], up: Ready) -> None:
+            tunnels = TunnelServer(
+                front_tls.listener, settings, identity_of=identity_from_peercert, host=ports.host
             )
+            dialer = UpstreamDialer(lambda: kubelet_tls, tunnels)
 
-        async with tunnels, front(front_tls.listener, ports.https), front(None, ports.http):
-            log.info(
-                "L7 server of %s up (tunnel %d, https %d, http %d)",
-                node,
-                ports.tunnel,
-                ports.https,
-                ports.http,
-            )
-            ready()
-            await asyncio.Event().wait()
+            def front(tls: ssl.SSLContext | None, port: int) -> FrontEnd:
+                return FrontEnd(
+                    me=node,
+                    view=local,
+                    pods=lookup,
+                    upstreams=dialer,
+                    ssl_context=tls,
+                    host=ports.host,
+                    port=port,
+                    settings=front_settings,
+                )
+
+            async with tunnels, front(front_tls.listener, ports.https), front(None, ports.http):
+                log.info(
+                    "L7 server of %s up (tunnel %d, https %d, http %d)",
+                    node,
+                    ports.tunnel,
+                    ports.https,
+                    ports.http,
+                )
+                up()
+                await asyncio.Event().wait()
+
+        await _data_path(data, view, ready, serve)
+
+
+async def _data_path(
+    data: LoopThread | None,
+    view: Latest[ClusterView],
+    ready: Ready,
+    serve: Callable[[Latest[ClusterView], Ready], Coroutine[Any, Any, None]],
+) -> None:
+    """Run `serve(view, ready)` here, or on `data`'s loop with a mirrored view and a ready
+    callback that comes back to this loop."""
+    if data is None:
+        await serve(view, ready)
+        return
+    local = Latest(view.value)
+    up = soon_on_loop(asyncio.get_running_loop(), ready)
+    async with asyncio.TaskGroup() as tg:
+        tg.create_task(mirror(view, local, data))
+        await data.run(lambda: serve(local, up))
+
+
+def _there(
+    data: LoopThread | None, apply: Callable[[StoredCert], None]
+) -> Callable[[StoredCert], None]:
+    """A certificate reload applied on the loop that uses the TLS context."""
+    if data is None:
+        return apply
+    return lambda cert: data.call(apply, cert)
 
 
 # ---- client --------------------------------------------------------------------------------
@@ -251,8 +292,10 @@ async def run_l7_client(
     kubelet_ca_pem: bytes | None = None,
     tunnel_settings: L7TunnelSettings | None = None,
     ready: Ready = lambda: None,
+    data: LoopThread | None = None,
 ) -> None:
-    """Edge proxy role: keep a tunnel to every cloud tunnel server, serve their streams."""
+    """Edge proxy role: keep a tunnel to every cloud tunnel server, serve their streams (on
+    `data`'s loop when given; certificates stay on this one)."""
     async with asyncio.TaskGroup() as tg:
         tunnel_cert = await tunnel_client.ensure()
         kubelet_cert = await proxy_client.ensure()
@@ -260,8 +303,28 @@ async def run_l7_client(
         kubelet_tls = _kubelet_context(kubelet_cert, kubelet_ca_pem)
         tg.create_task(_run_manager(tunnel_client))
         tg.create_task(_run_manager(proxy_client))
-        tg.create_task(_follow_cert(tunnel_client, _reload_in_place(tunnel_tls)))
-        tg.create_task(_follow_cert(proxy_client, _reload_in_place(kubelet_tls)))
+        tg.create_task(_follow_cert(tunnel_client, _there(data, _reload_in_place(tunnel_tls))))
+        tg.create_task(_follow_cert(proxy_client, _there(data, _reload_in_place(kubelet_tls))))
+
+        async def serve(local: Latest[ClusterView], up: Ready) -> None:
+            await _serve_edge(
+                node, local, tunnel_tls, kubelet_tls, tunnel_settings=tunnel_settings, ready=up
+            )
+
+        await _data_path(data, view, ready, serve)
+
+
+async def _serve_edge(
+    node: str,
+    view: Latest[ClusterView],
+    tunnel_tls: ssl.SSLContext,
+    kubelet_tls: ssl.SSLContext,
+    *,
+    tunnel_settings: L7TunnelSettings | None,
+    ready: Ready,
+) -> None:
+    """One TunnelClient per wanted tunnel server; only the ones that change are touched."""
+    async with asyncio.TaskGroup() as tg:
         handler = EdgeHandler(node, view, lambda: kubelet_tls)
         running: dict[tuple[str, int], asyncio.Task[None]] = {}
         async for snapshot in view.updates():

@@ -39,6 +39,16 @@ def test_informer_settings_follow_flags_and_env() -> None:
     assert s.kube.watch_silence_s == 0.0
 
 
+def test_l7_event_loop_follows_flags_and_env() -> None:
+    assert build_settings(["--node-name", "a"], {}).runtime.l7_event_loop == "asyncio"
+    s = build_settings(["--node-name", "a"], {"RAVEND_L7_EVENT_LOOP": "uvloop"})
+    assert s.runtime.l7_event_loop == "uvloop"
+    s = build_settings(
+        ["--node-name", "a", "--l7-event-loop", "same"], {"RAVEND_L7_EVENT_LOOP": "uvloop"}
+    )
+    assert s.runtime.l7_event_loop == "same"
+
+
 @pytest.mark.parametrize(
     ("argv", "env", "message"),
     [
@@ -49,6 +59,7 @@ def test_informer_settings_follow_flags_and_env() -> None:
         (["--node-name", "a"], {"LOG_FORMAT": "xml"}, "want text or json"),
         (["--node-name", "a"], {"RAVEND_WATCH_SILENCE_S": "soon"}, "not a number"),
         (["--node-name", "a", "--watch-silence", "-1"], {}, "0 \\(off\\) or positive"),
+        (["--node-name", "a"], {"RAVEND_L7_EVENT_LOOP": "trio"}, "want one of same, asyncio"),
     ],
 )
 def test_bad_values(argv: list[str], env: dict[str, str], message: str) -> None:

@@ -23,6 +23,7 @@ from ravend.kube.client import KubeClient, connect
 from ravend.kube.resources import PODS, SERVICES
 from ravend.l7proxy.front_pods import PodNodeCache
 from ravend.l7proxy.plane import L7Ports, run_l7_client, run_l7_server
+from ravend.loopthread import LoopThread
 from ravend.model import ExposeType
 from ravend.runtime import Latest
 from ravend.sim.kubelet import FakeKubelet, serving_context
@@ -63,7 +64,22 @@ async def test_pod_lookup_is_cached(kube: KubeClient) -> None:
     assert await cache("default", "ghost") is None
 
 
-async def test_server_and_client_roles_serve_kubectl_logs(kube: KubeClient, tmp_path: Path) -> None:
+@pytest.fixture(params=["same-loop", "asyncio", "uvloop"])
+async def data_loops(
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[tuple[LoopThread | None, LoopThread | None]]:
+    """The data paths of server and client: on the test's loop, or each on a loop thread."""
+    if request.param == "same-loop":
+        yield None, None
+        return
+    async with LoopThread("server", request.param) as a, LoopThread("client", request.param) as b:
+        yield a, b
+
+
+async def test_server_and_client_roles_serve_kubectl_logs(
+    kube: KubeClient, tmp_path: Path, data_loops: tuple[LoopThread | None, LoopThread | None]
+) -> None:
+    server_data, client_data = data_loops
     ca = LocalCa.generate("cluster-ca")
     api = InMemoryCsrApi(ca)
     ports = L7Ports(free_port(), free_port(), free_port(), host="127.0.0.11")
@@ -100,6 +116,7 @@ async def test_server_and_client_roles_serve_kubectl_logs(kube: KubeClient, tmp_
                 ports=ports,
                 tunnel_settings=FAST,
                 ready=server_up.set,
+                data=server_data,
             )
         )
         client = tg.create_task(
@@ -111,6 +128,7 @@ async def test_server_and_client_roles_serve_kubectl_logs(kube: KubeClient, tmp_
                 server_ca_pem=ca.cert_pem,
                 tunnel_settings=FAST,
                 ready=client_up.set,
+                data=client_data,
             )
         )
         try:
