@@ -5,7 +5,9 @@ caller while a response runs (pipelined bytes, or an EOF that means a TLS caller
 the upstream must be dropped at once). With streams that takes a reading task per request;
 here the transport's callbacks do it: received bytes land in a bounded buffer (reading pauses
 above `limit`), and a `watch` callback is told about EOF or loss as it happens. One wake-up per
-read, no per-request task, no copy into a second buffer.
+read, no per-request task, no copy into a second buffer. The keep-alive lane (front_lane) goes
+further: `listen` tells it of received bytes, `take` hands them over and `write_nowait` answers,
+all from callbacks.
 
 Half-close: callers never get a write_eof (a TLS caller cannot have one, and a plain caller's
 exchange ends when the kubelet's does); a plain-TCP caller's own EOF is reported and the front
@@ -36,6 +38,8 @@ class CallerConnection(asyncio.Protocol):
         self._read_waiter: asyncio.Future[None] | None = None
         self._drain_waiter: asyncio.Future[None] | None = None
         self._watcher: Callable[[], None] | None = None
+        self._listener: Callable[[], None] | None = None
+        self._writable: Callable[[], None] | None = None
         self.transport: asyncio.Transport | None = None
 
     # ---- asyncio.Protocol ----------------------------------------------------------------
@@ -56,6 +60,8 @@ class CallerConnection(asyncio.Protocol):
             assert self.transport is not None
             self.transport.pause_reading()
         _wake(self._read_waiter)
+        if self._listener is not None:
+            self._listener()
 
     def eof_received(self) -> bool:
         self._eof = True
@@ -80,6 +86,8 @@ class CallerConnection(asyncio.Protocol):
     def resume_writing(self) -> None:
         self._paused_writing = False
         _wake(self._drain_waiter)
+        if self._writable is not None:
+            self._writable()
 
     # ---- the Pipe the front end uses -----------------------------------------------------
 
@@ -101,6 +109,39 @@ class CallerConnection(asyncio.Protocol):
         if callback is not None and self._eof:
             callback()
 
+    def listen(self, callback: Callable[[], None] | None) -> None:
+        """Call `callback` after each received chunk is buffered (the keep-alive lane reads
+        through `take` from loop callbacks instead of awaiting `read`)."""
+        self._listener = callback
+
+    def take(self) -> bytes:
+        """Everything buffered now, without waiting (b"" when nothing is)."""
+        if not self._buf:
+            return b""
+        data = bytes(self._buf)
+        self._buf.clear()
+        if self._paused_reading and self.transport is not None and not self._closed:
+            self._paused_reading = False
+            self.transport.resume_reading()
+        return data
+
+    @property
+    def writing_paused(self) -> bool:
+        """The transport's write buffer is above its high-water mark."""
+        return self._paused_writing
+
+    def on_writable(self, callback: Callable[[], None] | None) -> None:
+        """Call `callback` when a paused transport takes writes again."""
+        self._writable = callback
+
+    def write_nowait(self, data: bytes) -> bool:
+        """`write` without waiting for the buffer to drain (see `writing_paused`); False, and
+        nothing written, when the connection is closed."""
+        if self._closed or self.transport is None or self.transport.is_closing():
+            return False
+        self.transport.write(data)
+        return True
+
     async def read(self) -> bytes:
         """Everything buffered (waiting for some); b"" at EOF. Raises the connection's error
         only when the connection was lost with nothing left to read."""
@@ -114,17 +155,11 @@ class CallerConnection(asyncio.Protocol):
                 await self._read_waiter
             finally:
                 self._read_waiter = None
-        data = bytes(self._buf)
-        self._buf.clear()
-        if self._paused_reading and self.transport is not None and not self._closed:
-            self._paused_reading = False
-            self.transport.resume_reading()
-        return data
+        return self.take()
 
     async def write(self, data: bytes) -> None:
-        if self._closed or self.transport is None or self.transport.is_closing():
+        if not self.write_nowait(data):
             raise ConnectionResetError("caller connection closed")
-        self.transport.write(data)
         if self._paused_writing:
             self._drain_waiter = asyncio.get_running_loop().create_future()
             try:

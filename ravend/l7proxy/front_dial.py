@@ -8,8 +8,10 @@ Reuse: `lease` hands out an idle upstream from the pool (front_pool) when there 
 new one; `release` returns it after an exchange that ended exactly at a response boundary. Both
 kinds are pooled: sockets to kubelets of our pool, and tunnel streams, each of which is spliced
 on the edge to one kubelet connection, so a pooled stream is a pooled edge->kubelet TLS
-connection too and the edge never needs to understand HTTP. `open` is the one-shot form
-(upgrades, HTTP/1.0, unframed requests): always new, never pooled.
+connection too and the edge never needs to understand HTTP. A leased stream is a `TunnelPipe`
+(read through callbacks, front_upstream); `take_idle` is the lease without waiting that the
+keep-alive lane uses. `open` is the one-shot form (upgrades, HTTP/1.0, unframed requests):
+always new, never pooled, a stream read by awaiting (`StreamPipe`, for splice).
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ from dataclasses import dataclass
 
 from ravend.l7proxy.front_pool import IdlePool, PoolSettings
 from ravend.l7proxy.front_splice import Pipe, SocketPipe, StreamPipe, set_nodelay
+from ravend.l7proxy.front_upstream import TunnelPipe
 from ravend.l7proxy.protocol_frames import Target
 from ravend.l7proxy.routing import Direct, Refusal, Route, choose_tunnel
 from ravend.l7proxy.tunnel_server import TunnelServer
-from ravend.l7proxy.tunnel_stream import TunnelError
+from ravend.l7proxy.tunnel_stream import Stream, TunnelError
 
 EVICT_BATCH = 16
 """Idle pooled streams dropped at once when a tunnel refuses a new stream (a batch, so a
@@ -50,7 +53,7 @@ async def dial_kubelet(
 class Lease:
     """An upstream borrowed for one exchange; give it back with `release` or drop it."""
 
-    pipe: SocketPipe | StreamPipe
+    pipe: SocketPipe | TunnelPipe
     key: Hashable
     reused: bool
     """It came from the pool: it may have been closed by the peer in the meantime."""
@@ -74,9 +77,12 @@ class UpstreamDialer:
         """New upstreams opened (sockets and streams; for tests and benchmarks)."""
 
     async def open(self, route: Route) -> Pipe | Refusal:
-        """A new upstream for a one-shot exchange."""
-        lease = await self.lease(route, fresh=True)
-        return lease if isinstance(lease, Refusal) else lease.pipe
+        """A new upstream for a one-shot exchange (a tunnel stream is read by `splice`)."""
+        via = self._via(route)
+        if isinstance(via, Refusal):
+            return via
+        pipe = await self._dial(route, via)
+        return pipe if isinstance(pipe, SocketPipe | Refusal) else StreamPipe(pipe)
 
     async def lease(self, route: Route, fresh: bool = False) -> Lease | Refusal:
         """An idle pooled upstream for `route` if there is one (unless `fresh`), else a new one."""
@@ -86,10 +92,28 @@ class UpstreamDialer:
         key = (via, route.node, route.port, route.tls)
         if not fresh:
             idle = self.pool.take(key)
-            if isinstance(idle, SocketPipe | StreamPipe):
+            if isinstance(idle, SocketPipe | TunnelPipe):
                 return Lease(idle, key, reused=True)
         pipe = await self._dial(route, via)
-        return pipe if isinstance(pipe, Refusal) else Lease(pipe, key, reused=False)
+        if isinstance(pipe, Refusal):
+            return pipe
+        return Lease(pipe if isinstance(pipe, SocketPipe) else TunnelPipe(pipe), key, reused=False)
+
+    def take_idle(self, route: Route) -> Lease | None:
+        """A pooled tunnel stream for `route`, without waiting; None when there is none (or
+        the route is direct: pooled sockets are read by awaiting, not by callbacks)."""
+        if isinstance(route, Direct):
+            return None
+        via = self._via(route)
+        if isinstance(via, Refusal):
+            return None
+        key = (via, route.node, route.port, route.tls)
+        idle = self.pool.take(key)
+        if isinstance(idle, TunnelPipe):
+            return Lease(idle, key, reused=True)
+        if idle is not None:  # not ours to use here: put it back as it was
+            self.pool.put(key, idle)
+        return None
 
     def _via(self, route: Route) -> str | Refusal:
         """ "" for a direct dial, else the edge proxy whose tunnel carries the stream."""
@@ -107,7 +131,7 @@ class UpstreamDialer:
         """Close the pooled upstreams (shutdown); upstreams released later close at once."""
         self.pool.close()
 
-    async def _dial(self, route: Route, via: str) -> SocketPipe | StreamPipe | Refusal:
+    async def _dial(self, route: Route, via: str) -> SocketPipe | Stream | Refusal:
         self.dials += 1
         if isinstance(route, Direct):
             tls = self._kubelet_tls if route.tls else None
@@ -120,14 +144,14 @@ class UpstreamDialer:
         assert self._tunnels is not None
         target = Target(route.node, route.port, route.tls)
         try:
-            return StreamPipe(self._tunnels.open_stream(via, target))
+            return self._tunnels.open_stream(via, target)
         except TunnelError as exc:
             error = exc
         # Idle pooled streams count against the tunnel's concurrent-stream limit (1024 by
         # default): a full pool must never starve a new request, so give some back and retry.
         if self.pool.evict(lambda key: isinstance(key, tuple) and key[0] == via, EVICT_BATCH):
             try:
-                return StreamPipe(self._tunnels.open_stream(via, target))
+                return self._tunnels.open_stream(via, target)
             except TunnelError as exc:
                 error = exc
         return Refusal(503, f"tunnel via {via} cannot take the request: {error}")

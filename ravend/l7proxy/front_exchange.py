@@ -12,6 +12,10 @@ and the response both ended exactly at their framing, nothing unsolicited came a
 kubelet allows persistence; the caller only if, in addition, it did not ask to close and did not
 leave. Anything else (upgrade, close-delimited body, error mid-body) closes, never reuses.
 
+Over a tunnel stream (`TunnelPipe`) the response is relayed from callbacks (front_relay), the
+same rules; the keep-alive lane (front_lane) runs such attempts without any await and hands
+the ones that did not end cleanly to `finish_exchange`.
+
 A reused upstream may have been closed by the kubelet just before our write. When it fails
 before the first response byte, an idempotent request whose body is already in hand is sent once
 more on a new connection (what Go's transport does); otherwise the caller gets a 502.
@@ -20,16 +24,19 @@ more on a new connection (what Go's transport does); otherwise the caller gets a
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 from ravend.l7proxy.front_dial import Lease
 from ravend.l7proxy.front_framing import Body, FramingError, ResponseFramer, UntilClose
+from ravend.l7proxy.front_relay import Caller, CallerPipe, ResponseRelay, Run, take_response
 from ravend.l7proxy.front_splice import Pipe
+from ravend.l7proxy.front_upstream import TunnelPipe
 from ravend.l7proxy.http_head import RequestHead, for_upstream, render_request_head
 from ravend.l7proxy.routing import Refusal, Route
 from ravend.l7proxy.tunnel_stream import TunnelError
+
+__all__ = ["Caller", "CallerPipe", "Run", "Settled", "attempt", "framed_exchange", "settle"]
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
 READ_AHEAD = 256 * 1024
@@ -42,54 +49,11 @@ class Leases(Protocol):
     def release(self, lease: Lease) -> None: ...
 
 
-class CallerPipe(Pipe, Protocol):
-    """The caller's side (front_caller.CallerConnection)."""
-
-    def can_half_close(self) -> bool:
-        """A caller's EOF may still want its response (plain TCP, not TLS)."""
-        ...
-
-    def watch(self, callback: Callable[[], None] | None) -> None:
-        """Call `callback` on the caller's EOF or loss (at once if it already happened)."""
-        ...
-
-    def get_extra_info(self, name: str) -> object:
-        """The transport's (e.g. "peercert")."""
-        ...
+Upstream = Pipe | TunnelPipe
 
 
 class _Stop(Exception):
     """Ends both directions of an attempt (the reason is already recorded)."""
-
-
-@dataclass
-class Caller:
-    """A caller connection across its requests: the pipe and the bytes read past the last
-    request (the start of the next one)."""
-
-    pipe: CallerPipe
-    buf: bytearray = field(default_factory=bytearray)
-    ended: bool = False
-    """A plain-TCP caller half-closed: answer what it sent, then close."""
-
-    async def read_more(self) -> bool:
-        """Append one read to `buf`; False at EOF."""
-        data = await self.pipe.read()
-        self.buf += data
-        return bool(data)
-
-
-@dataclass
-class Run:
-    """What one attempt did, recorded by both directions."""
-
-    framer: ResponseFramer
-    to_caller: int = 0
-    """Response bytes written to the caller."""
-    unsolicited: bool = False
-    """The upstream sent bytes after the end of its response."""
-    upstream_error: BaseException | None = None
-    caller_error: BaseException | None = None
 
 
 @dataclass(frozen=True)
@@ -118,7 +82,7 @@ def settle(run: Run, body_done: bool, caller_ended: bool, caller_persists: bool)
     return Settled("ok", reuse, keep)
 
 
-async def _send_body(caller: Caller, body: Body, upstream: Pipe, run: Run) -> None:
+async def _send_body(caller: Caller, body: Body, upstream: Upstream, run: Run) -> None:
     """Relay the rest of the request body, then read ahead from the caller until cancelled."""
     while not body.done:
         try:
@@ -151,7 +115,8 @@ async def _send_body(caller: Caller, body: Body, upstream: Pipe, run: Run) -> No
 
 async def _relay_response(upstream: Pipe, caller: Pipe, run: Run) -> None:
     """Upstream -> caller until the response's framing says it ended (or the upstream closed a
-    close-delimited one). Records errors instead of raising them."""
+    close-delimited one). Records errors instead of raising them. (A `TunnelPipe` upstream is
+    relayed from callbacks instead: front_relay.ResponseRelay, same rules.)"""
     framer = run.framer
     while not framer.done:
         try:
@@ -160,13 +125,10 @@ async def _relay_response(upstream: Pipe, caller: Pipe, run: Run) -> None:
                 if isinstance(framer.body, UntilClose):
                     return
                 raise ConnectionError("upstream closed before the response ended")
-            used = framer.feed(data)
-            if framer.upgraded:
-                raise ConnectionError("upstream switched protocols unasked")
+            used = take_response(run, data)
         except (OSError, TunnelError, FramingError) as exc:
             run.upstream_error = exc
             return
-        run.unsolicited = used < len(data)
         try:
             await caller.write(data if used == len(data) else data[:used])
         except OSError as exc:
@@ -175,9 +137,12 @@ async def _relay_response(upstream: Pipe, caller: Pipe, run: Run) -> None:
         run.to_caller += used
 
 
-async def attempt(caller: Caller, upstream: Pipe, first: bytes, body: Body, method: str) -> Run:
+async def attempt(caller: Caller, upstream: Upstream, first: bytes, body: Body, method: str) -> Run:
     """Send `first` (head + body bytes in hand), then both directions at once."""
     run = Run(ResponseFramer(method))
+    if isinstance(upstream, TunnelPipe):
+        await _attempt_tunnel(caller, upstream, first, body, run)
+        return run
     try:
         await upstream.write(first)
     except (OSError, TunnelError) as exc:
@@ -205,6 +170,40 @@ async def attempt(caller: Caller, upstream: Pipe, first: bytes, body: Body, meth
     return run
 
 
+async def _attempt_tunnel(
+    caller: Caller, upstream: TunnelPipe, first: bytes, body: Body, run: Run
+) -> None:
+    """`attempt` over a tunnel stream: the response is relayed by callbacks (one future)."""
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    relay = ResponseRelay(caller, upstream, run, lambda _: _resolve(done), watch_caller=body.done)
+    relay.start(b"")  # consuming before the write: no response byte may arrive unconsumed
+    try:
+        try:
+            await upstream.write(first)
+        except (OSError, TunnelError) as exc:
+            relay.fail_upstream(exc)
+            return
+        if body.done:
+            await done
+            return
+        try:
+            async with asyncio.TaskGroup() as tg:
+                up = tg.create_task(_send_body(caller, body, upstream, run))
+                try:
+                    await done
+                finally:
+                    up.cancel()  # the response is over: stop reading ahead
+        except* _Stop:
+            pass  # the side that stopped recorded why
+    finally:
+        relay.stop()
+
+
+def _resolve(done: asyncio.Future[None]) -> None:
+    if not done.done():
+        done.set_result(None)
+
+
 def _caller_ended(caller: Caller, upstream: Pipe, run: Run) -> None:
     """The caller sent EOF or left while its response runs (see `_send_body` for the rules)."""
     if caller.pipe.can_half_close():
@@ -215,31 +214,60 @@ def _caller_ended(caller: Caller, upstream: Pipe, run: Run) -> None:
         upstream.abort()  # ends _relay_response's read; the kubelet side is dropped at once
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A routed request with known body framing, ready to be sent (and sent again)."""
+
+    route: Route
+    method: str
+    first: bytes
+    """The upstream head and the body bytes that were in hand."""
+    body: Body
+    retryable: bool
+    persists: bool
+    """The caller allows another request after this one."""
+
+
+def prepare(caller: Caller, head: RequestHead, body: Body, route: Route) -> Prepared:
+    """The bytes to send for `head`; body bytes in `caller.buf` are taken from it."""
+    first = render_request_head(for_upstream(head, keep_alive=True))
+    used = body.feed(caller.buf)
+    if used:
+        first += bytes(caller.buf[:used])
+        del caller.buf[:used]
+    retryable = head.method in IDEMPOTENT and body.done
+    persists = head.version == "HTTP/1.1" and "close" not in head.tokens("connection")
+    return Prepared(route, head.method, first, body, retryable, persists)
+
+
 async def framed_exchange(
     caller: Caller, head: RequestHead, body: Body, route: Route, leases: Leases
 ) -> Settled | Refusal:
     """Relay one request whose body framing is known; the caller's bytes past the head are in
     `caller.buf`. Returns what happened (the caller side is left for the front end to finish)."""
-    first = render_request_head(for_upstream(head, keep_alive=True))
-    used = body.feed(caller.buf)
-    first += bytes(caller.buf[:used])
-    del caller.buf[:used]
-    retryable = head.method in IDEMPOTENT and body.done
-    persists = head.version == "HTTP/1.1" and "close" not in head.tokens("connection")
-    lease = await leases.lease(route)
+    req = prepare(caller, head, body, route)
+    return await finish_exchange(caller, req, await leases.lease(route), None, leases)
+
+
+async def finish_exchange(
+    caller: Caller, req: Prepared, lease: Lease | Refusal, run: Run | None, leases: Leases
+) -> Settled | Refusal:
+    """Attempt `req` on `lease` (unless `run` says how that went already), settle, and retry an
+    idempotent request once on a fresh upstream when a reused one failed before answering."""
     for tries_left in (1, 0):
         if isinstance(lease, Refusal):
             return lease
-        run = await attempt(caller, lease.pipe, first, body, head.method)
-        settled = settle(run, body.done, caller.ended, persists)
+        if run is None:
+            run = await attempt(caller, lease.pipe, req.first, req.body, req.method)
+        settled = settle(run, req.body.done, caller.ended, req.persists)
         if settled.reuse_upstream:
             leases.release(lease)
         elif settled.outcome == "ok":
             lease.pipe.close()
         else:
             lease.pipe.abort()
-        if settled.answer_502 and lease.reused and retryable and tries_left:
-            lease = await leases.lease(route, fresh=True)
+        if settled.answer_502 and lease.reused and req.retryable and tries_left:
+            lease, run = await leases.lease(req.route, fresh=True), None
             continue
         if settled.answer_502:
             return Refusal(502, f"upstream failed: {run.upstream_error}")

@@ -1,4 +1,5 @@
-"""Byte pipes (socket or tunnel stream) and `splice`, the relay both ways. I/O.
+"""Byte pipes (socket or tunnel stream), `splice` (the relay both ways), and the one-shot
+exchange built on it (`relay_one_shot`) with the refusal answer (`refuse`). I/O.
 
 After routing on the request head, the proxy only moves bytes: requests, chunked log streams,
 WebSocket and SPDY/3.1 sessions after a 101 and port-forward data alike, with no HTTP parsing.
@@ -15,11 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 from dataclasses import dataclass
 from typing import Protocol
 
+from ravend.l7proxy.http_head import simple_response
+from ravend.l7proxy.routing import Refusal
 from ravend.l7proxy.tunnel_stream import Stream, TunnelError
+
+log = logging.getLogger(__name__)
 
 READ_SIZE = 256 * 1024
 
@@ -187,3 +193,33 @@ async def splice(a: Pipe, b: Pipe) -> SpliceResult:
     except* (OSError, TunnelError) as group:
         result.error = group.exceptions[0]
     return result
+
+
+async def refuse(client: Pipe, refusal: Refusal) -> str:
+    """Answer `refusal` (a short text response that closes); its counter label."""
+    log.info("L7 request refused: %d %s", refusal.status, refusal.reason)
+    with contextlib.suppress(OSError):
+        await client.write(simple_response(refusal.status, refusal.reason))
+    return str(refusal.status)
+
+
+async def relay_one_shot(client: Pipe, upstream: Pipe, first: bytes) -> str:
+    """Send `first` upstream, splice both ways, then close or drop the upstream: the one-shot
+    form (upgrades, HTTP/1.0, unframed requests). Returns the counter label."""
+    try:
+        try:
+            await upstream.write(first)
+        except (OSError, ConnectionError) as exc:
+            return await refuse(client, Refusal(502, f"upstream failed: {exc}"))
+        result = await splice(client, upstream)
+    except BaseException:
+        upstream.abort()
+        raise
+    if result.error is None:
+        upstream.close()
+        return "ok"
+    upstream.abort()
+    if result.failed == "b" and result.b_to_a == 0:
+        return await refuse(client, Refusal(502, f"upstream failed: {result.error}"))
+    client.abort()
+    return "upstream-error" if result.failed == "b" else "caller-gone"

@@ -8,13 +8,15 @@ Keep-alive (the kube-apiserver keeps its kubelet connections): an HTTP/1.1 reque
 framing is known (Content-Length, chunked, none) is relayed over a pooled upstream
 (`front_exchange`, `front_pool`) with only the message boundaries counted (`front_framing`);
 when the response ended at its own framing, the next request head on the same caller
-connection is read and routed again, to whichever node it names. Every request is routed on
-its own head, and a boundary we are unsure of (an unframed body, a close-delimited response, an
-error mid-body) ends the connection, so a request can neither be smuggled past routing nor
-ride on another's upstream. Upgrades, HTTP/1.0 and requests with other transfer codings keep
-the one-shot form: `Connection: close` upstream, a byte splice (`front_splice`), then close.
-Idle callers are closed after `keepalive_idle_timeout`, busy ones after
-`max_requests_per_connection` requests.
+connection is read and routed again, to whichever node it names. Later requests are served by
+the connection's keep-alive lane from loop callbacks (`front_lane`) whenever they need no
+await; the rest comes back to the connection's task, which serves them as the first one.
+Every request is routed on its own head, and a boundary we are unsure of (an unframed body, a
+close-delimited response, an error mid-body) ends the connection, so a request can neither be
+smuggled past routing nor ride on another's upstream. Upgrades, HTTP/1.0 and requests with
+other transfer codings keep the one-shot form: `Connection: close` upstream, a byte splice
+(`front_splice`), then close. Idle callers are closed after `keepalive_idle_timeout`, busy ones
+after `max_requests_per_connection` requests.
 
 Refusals and upstream failures before the first response byte are answered with a plain-text
 status (400/403/404/431/502/503/504); after that the caller's connection is dropped. When the
@@ -24,7 +26,6 @@ caller goes away, the upstream (socket or tunnel stream) is closed at once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import ssl
 from dataclasses import dataclass, field
@@ -35,10 +36,17 @@ from prometheus_client import Counter
 
 from ravend.l7proxy.front_caller import CallerConnection
 from ravend.l7proxy.front_dial import Lease
-from ravend.l7proxy.front_exchange import READ_AHEAD, Caller, Settled, framed_exchange
+from ravend.l7proxy.front_exchange import (
+    READ_AHEAD,
+    Caller,
+    Settled,
+    finish_exchange,
+    framed_exchange,
+)
 from ravend.l7proxy.front_framing import request_body
+from ravend.l7proxy.front_lane import Attempted, Lane, LaneLimits, ReadHead
 from ravend.l7proxy.front_pods import PodLookup
-from ravend.l7proxy.front_splice import Pipe, splice
+from ravend.l7proxy.front_splice import Pipe, refuse, relay_one_shot
 from ravend.l7proxy.http_head import (
     DEFAULT_LIMITS,
     HeadError,
@@ -48,7 +56,6 @@ from ravend.l7proxy.http_head import (
     head_end,
     parse_request_head,
     render_request_head,
-    simple_response,
 )
 from ravend.l7proxy.routing import (
     PodRef,
@@ -75,6 +82,10 @@ class Upstreams(Protocol):
 
     async def lease(self, route: Route, fresh: bool = False) -> Lease | Refusal:
         """A pooled or new upstream for a framed exchange."""
+        ...
+
+    def take_idle(self, route: Route) -> Lease | None:
+        """A pooled upstream the keep-alive lane can use without waiting, if there is one."""
         ...
 
     def release(self, lease: Lease) -> None: ...
@@ -146,6 +157,10 @@ class FrontEnd:
         self._routes_view: ClusterView | None = None
         """plan_route results for the view they were computed from (the view is immutable; a
         new one empties the memo)."""
+        s = self.settings
+        self._lane_limits = LaneLimits(
+            s.limits, s.keepalive_idle_timeout, s.max_requests_per_connection
+        )
 
     @property
     def port(self) -> int:
@@ -182,7 +197,7 @@ class FrontEnd:
             return
         self._server.close()
         self._closing = True
-        for caller in self._idle.values():
+        for caller in list(self._idle.values()):
             caller.pipe.abort()  # between requests: nothing is lost; its read sees the end
         handlers = set(self._handlers)
         if handlers:
@@ -205,7 +220,7 @@ class FrontEnd:
         task = asyncio.current_task()
         assert task is not None
         try:
-            await self._serve(Caller(conn), task)
+            await self._serve(Caller(conn), conn, task)
         except Exception:
             log.exception("L7 %s front end: request failed", self.name)
             self._count("error")
@@ -220,39 +235,64 @@ class FrontEnd:
             counter = self._counters[outcome] = REQUESTS.labels(front=self.name, outcome=outcome)
         counter.inc()
 
-    async def _serve(self, caller: Caller, task: asyncio.Task[Any]) -> None:
-        """Serve the requests of one caller connection."""
+    # ---- the lane's host (front_lane.LaneHost) ---------------------------------------------
+
+    @property
+    def closing(self) -> bool:
+        return self._closing
+
+    def count(self, outcome: str) -> None:
+        self._count(outcome)
+
+    def take_idle(self, route: Route) -> Lease | None:
+        return self._upstreams.take_idle(route)
+
+    def release(self, lease: Lease) -> None:
+        self._upstreams.release(lease)
+
+    def mark_idle(self, task: asyncio.Task[Any], caller: Caller | None) -> None:
+        if caller is None:
+            self._idle.pop(task, None)
+        else:
+            self._idle[task] = caller
+
+    # ---- serving ---------------------------------------------------------------------------
+
+    async def _serve(self, caller: Caller, conn: CallerConnection, task: asyncio.Task[Any]) -> None:
+        """Serve the requests of one caller connection: the first one here, the later ones in
+        its keep-alive lane, which hands back to this task what needs awaiting."""
         refusal = self._authorise(caller.pipe.get_extra_info("peercert"))
         if refusal is not None:
-            self._count(await _refuse(caller.pipe, refusal))
+            self._count(await refuse(caller.pipe, refusal))
             return
-        for served in range(self.settings.max_requests_per_connection):
-            head = await self._next_head(caller, task, first=served == 0)
-            if head is None:
-                return
-            if isinstance(head, Refusal):
-                self._count(await _refuse(caller.pipe, head))
-                return
-            outcome, keep = await self._one(caller, head)
-            self._count(outcome)
-            if not keep or self._closing:
-                return
-
-    async def _next_head(
-        self, caller: Caller, task: asyncio.Task[Any], first: bool
-    ) -> RequestHead | Refusal | None:
-        """The next request head; None when the caller left or stayed idle too long."""
+        if self.settings.max_requests_per_connection < 1:
+            return
+        lane = Lane(self, conn, caller, task, self._lane_limits)
         try:
-            if not first and not caller.buf:
-                if self._closing:
-                    return None
-                self._idle[task] = caller
-                try:
-                    async with asyncio.timeout(self.settings.keepalive_idle_timeout):
-                        if not await caller.read_more():
-                            return None
-                finally:
-                    self._idle.pop(task, None)
+            served = 0
+            head: RequestHead | Refusal | Attempted | ReadHead | None = await self._next_head(
+                caller
+            )
+            while head is not None:
+                if isinstance(head, ReadHead):
+                    head = await self._next_head(caller)
+                    continue
+                if isinstance(head, Refusal):
+                    self._count(await refuse(caller.pipe, head))
+                    return
+                outcome, keep = await self._one(caller, head)
+                self._count(outcome)
+                served += 1
+                if not keep or self._closing or served >= self.settings.max_requests_per_connection:
+                    return
+                served, head = await lane.serve(served)
+        finally:
+            lane.close()
+
+    async def _next_head(self, caller: Caller) -> RequestHead | Refusal | None:
+        """The next request head (the start of it may be buffered); None when the caller left
+        before sending any of it."""
+        try:
             limits = self.settings.limits
             end = head_end(caller.buf, limits)
             if end is not None:  # the whole head came with the first read: no timer needed
@@ -265,29 +305,34 @@ class FrontEnd:
         except HeadError as exc:
             return Refusal(exc.status, exc.reason)
         except TimeoutError:
-            if not first and not caller.buf:
-                return None  # idle keep-alive connection: close quietly, as Go servers do
             return Refusal(408, "request head not received in time")
         except (EOFError, OSError):
             return None
 
-    async def _one(self, caller: Caller, head: RequestHead) -> tuple[str, bool]:
+    async def _one(self, caller: Caller, head: RequestHead | Attempted) -> tuple[str, bool]:
         """Route and relay one request: (outcome label, keep the caller connection)."""
+        if isinstance(head, Attempted):  # the lane's attempt did not end cleanly: finish it
+            return await self._settled(
+                caller,
+                await finish_exchange(caller, head.req, head.lease, head.run, self._upstreams),
+            )
         route = await self._route(head)
         if isinstance(route, Refusal):
-            return await _refuse(caller.pipe, route), False
+            return await refuse(caller.pipe, route), False
         body = request_body(head)
         if body is None or head.is_upgrade or head.version != "HTTP/1.1":
             upstream = await self._upstreams.open(route)
             if isinstance(upstream, Refusal):
-                return await _refuse(caller.pipe, upstream), False
+                return await refuse(caller.pipe, upstream), False
             first = render_request_head(for_upstream(head)) + bytes(caller.buf)
-            return await _relay(caller.pipe, upstream, first), False
-        settled: Settled | Refusal = await framed_exchange(
-            caller, head, body, route, self._upstreams
-        )
+            return await relay_one_shot(caller.pipe, upstream, first), False
+        settled = await framed_exchange(caller, head, body, route, self._upstreams)
+        return await self._settled(caller, settled)
+
+    @staticmethod
+    async def _settled(caller: Caller, settled: Settled | Refusal) -> tuple[str, bool]:
         if isinstance(settled, Refusal):
-            return await _refuse(caller.pipe, settled), False
+            return await refuse(caller.pipe, settled), False
         if settled.abort_caller:
             caller.pipe.abort()
         return settled.outcome, settled.keep_caller
@@ -297,6 +342,15 @@ class FrontEnd:
             return None
         cn, groups = _subject(peercert)
         return authorise_caller(cn, groups, self.settings.allowed_callers)
+
+    def route_now(self, head: RequestHead) -> Route | Refusal | None:
+        """The route of `head` when it needs no pod lookup (None when it does)."""
+        want = wanted(head, self.tls)
+        if isinstance(want, Refusal):
+            return want
+        if isinstance(want.node, PodRef):
+            return None
+        return self._planned(want.node, want.port)
 
     async def _route(self, head: RequestHead) -> Route | Refusal:
         want = wanted(head, self.tls)
@@ -308,13 +362,16 @@ class FrontEnd:
             if isinstance(found, Refusal):
                 return found
             node = found
+        return self._planned(node, want.port)
+
+    def _planned(self, node: str, port: int) -> Route | Refusal:
         view = self._view.value
         if view is not self._routes_view or len(self._routes) > 4096:
             self._routes, self._routes_view = {}, view
-        key = (node, want.port)
+        key = (node, port)
         route = self._routes.get(key)
         if route is None:
-            route = self._routes[key] = plan_route(node, want.port, self.tls, view, self.me)
+            route = self._routes[key] = plan_route(node, port, self.tls, view, self.me)
         return route
 
     async def _pod_node(self, pod: PodRef) -> str | Refusal:
@@ -340,33 +397,6 @@ async def _read_head(caller: Caller, limits: HeadLimits) -> bytes:
     raw = bytes(caller.buf[:end])
     del caller.buf[:end]
     return raw
-
-
-async def _refuse(client: Pipe, refusal: Refusal) -> str:
-    log.info("L7 request refused: %d %s", refusal.status, refusal.reason)
-    with contextlib.suppress(OSError):
-        await client.write(simple_response(refusal.status, refusal.reason))
-    return str(refusal.status)
-
-
-async def _relay(client: Pipe, upstream: Pipe, first: bytes) -> str:
-    try:
-        try:
-            await upstream.write(first)
-        except (OSError, ConnectionError) as exc:
-            return await _refuse(client, Refusal(502, f"upstream failed: {exc}"))
-        result = await splice(client, upstream)
-    except BaseException:
-        upstream.abort()
-        raise
-    if result.error is None:
-        upstream.close()
-        return "ok"
-    upstream.abort()
-    if result.failed == "b" and result.b_to_a == 0:
-        return await _refuse(client, Refusal(502, f"upstream failed: {result.error}"))
-    client.abort()
-    return "upstream-error" if result.failed == "b" else "caller-gone"
 
 
 def _subject(peercert: dict[str, Any] | None) -> tuple[str | None, frozenset[str]]:

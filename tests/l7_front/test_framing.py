@@ -221,6 +221,17 @@ class CallerPipe:
     def watch(self, callback: Callable[[], None] | None) -> None:
         pass
 
+    def write_nowait(self, data: bytes) -> bool:
+        self.out += data
+        return True
+
+    @property
+    def writing_paused(self) -> bool:
+        return False
+
+    def on_writable(self, callback: Callable[[], None] | None) -> None:
+        pass
+
     def get_extra_info(self, name: str) -> object:
         return None
 

@@ -22,6 +22,9 @@ class FakeStream:
     def idle(self) -> bool:
         return self.open
 
+    def attach(self, sink: object) -> None:
+        pass  # a leased stream is read through callbacks (front_upstream.TunnelPipe)
+
     def reset(self, code: int = 0, reason: str = "") -> None:
         self._end()
 
