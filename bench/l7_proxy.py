@@ -8,8 +8,9 @@ same code for every path, so its own cost and limits weigh on all paths alike.
 Paths to the same fake kubelet (TLS, client certificate required) on 127.0.0.22:
   direct         the caller dials the kubelet
   relay          a plain asyncio byte relay in between (TLS passes through)
-  ravend         HTTPS front end -> tunnel (mutual TLS) -> edge -> TLS to the kubelet
-  ravend-uvloop  the same, with the cloud process on uvloop (proxy-only nodes may use it)
+  ravend         HTTPS front end -> tunnel (mutual TLS) -> edge -> TLS to the kubelet, the L7
+                 data path of cloud and edge on an asyncio loop thread (the agent's default)
+  ravend-uvloop  the same on uvloop loop threads (--l7-event-loop uvloop)
   floor          ravend's processes and TLS legs with no logic: a Protocol relay terminating
                  the caller's TLS, a TLS link per caller to an edge relay, TLS to the kubelet
                  (bench/l7_proxy_floor.py): the least CPython spends on ravend's path
@@ -180,12 +181,14 @@ def parties(d: Path, kport: int, pport: int, profile: Path | None) -> Iterator[l
         specs = [PathSpec("relay", ("127.0.0.1", relay.ports["https"]), [relay.pid])]
         specs.append(PathSpec("relay-plain", ("127.0.0.1", relay.ports["http"]), [relay.pid]))
         for name, loop in (("ravend", "asyncio"), ("ravend-uvloop", "uvloop")):
-            extra = ["--loop", loop]
+            # As the agent runs them: the L7 data path on a loop thread (--l7-event-loop).
+            extra = ["--data-loop", loop]
             if profile is not None and loop == "asyncio":
                 extra += ["--profile", str(profile)]
             cloud = Party("cloud", d, kport, pport, *extra)
             started.append(cloud)
-            edge = Party("edge", d, kport, pport, "--tunnel-port", str(cloud.ports["tunnel"]))
+            tunnel = ["--tunnel-port", str(cloud.ports["tunnel"])]
+            edge = Party("edge", d, kport, pport, *tunnel, "--data-loop", loop)
             started.append(edge)
             pids = [cloud.pid, edge.pid]
             specs.append(PathSpec(name, ("127.0.0.1", cloud.ports["https"]), pids))

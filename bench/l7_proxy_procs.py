@@ -26,6 +26,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator, Mapping
 from pathlib import Path
@@ -43,6 +44,7 @@ from ravend.l7proxy.frontend import FrontEnd
 from ravend.l7proxy.settings import L7TunnelSettings
 from ravend.l7proxy.tunnel_client import ServerAddress, TunnelClient
 from ravend.l7proxy.tunnel_server import TunnelServer
+from ravend.loopthread import LoopThread
 from ravend.model import (
     GATEWAY_LABEL,
     ClusterView,
@@ -96,9 +98,23 @@ def ready(**ports: int) -> None:
 
 
 async def until_sigterm() -> None:
+    """Until SIGTERM; on a data loop thread (no signals there), until cancelled by the main
+    thread's loop, which got the signal."""
     stop = asyncio.Event()
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+    if threading.current_thread() is threading.main_thread():
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
     await stop.wait()
+
+
+async def _on_data_loop(role: Coroutine[Any, Any, None], kind: str) -> None:
+    """The role on a LoopThread of `kind` (as the agent runs its L7 data path) until SIGTERM."""
+    async with LoopThread("l7", kind) as data:
+        job = asyncio.ensure_future(data.run(lambda: role))
+        stop = asyncio.ensure_future(until_sigterm())
+        await asyncio.wait([job, stop], return_when=asyncio.FIRST_COMPLETED)
+        for task in (job, stop):
+            task.cancel()
+        await asyncio.gather(job, stop, return_exceptions=True)
 
 
 # ---- the parties (child processes) -------------------------------------------------------
@@ -189,6 +205,12 @@ def run_role(
     p.add_argument("--plain-port", type=int, required=True)
     p.add_argument("--tunnel-port", type=int, default=0)
     p.add_argument("--loop", choices=["asyncio", "uvloop"], default="asyncio")
+    p.add_argument(
+        "--data-loop",
+        choices=["same", "asyncio", "uvloop"],
+        default="same",
+        help="run the role on a LoopThread of this kind (as the agent's --l7-event-loop)",
+    )
     p.add_argument("--profile", type=Path, default=None)
     args = p.parse_args()
     factory = None
@@ -205,7 +227,8 @@ def run_role(
         profiler.enable()
     try:
         with asyncio.Runner(loop_factory=factory) as runner:
-            runner.run(roles[args.role](args))
+            role = roles[args.role](args)
+            runner.run(role if args.data_loop == "same" else _on_data_loop(role, args.data_loop))
     finally:
         if profiler is not None:
             profiler.disable()
