@@ -214,7 +214,7 @@ def _caller_ended(caller: Caller, upstream: Pipe, run: Run) -> None:
         upstream.abort()  # ends _relay_response's read; the kubelet side is dropped at once
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Prepared:
     """A routed request with known body framing, ready to be sent (and sent again)."""
 

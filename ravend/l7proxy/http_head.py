@@ -252,6 +252,8 @@ def for_upstream(head: RequestHead, keep_alive: bool = False) -> RequestHead:
         return head
     kept = tuple((k, v) for k, v in head.headers if k.lower() not in HOP_BY_HOP)
     if keep_alive:
+        if len(kept) == len(head.headers):
+            return head  # nothing to drop (the usual case): no second head to build
         return RequestHead(head.method, head.target, head.version, kept)
     return RequestHead(head.method, head.target, head.version, (*kept, ("Connection", "close")))
 

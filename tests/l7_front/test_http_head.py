@@ -140,3 +140,13 @@ def test_garbage_only_ever_raises_head_error(data: bytes) -> None:
         parse_request_head(data)
     except HeadError as exc:
         assert 400 <= exc.status < 600
+
+
+def test_keep_alive_upstream_head_drops_only_hop_by_hop_fields() -> None:
+    plain = parse_request_head(b"GET /a HTTP/1.1\r\nHost: n\r\nAccept: x\r\n\r\n")
+    assert for_upstream(plain, keep_alive=True) == plain
+    hop = parse_request_head(
+        b"GET /a HTTP/1.1\r\nHost: n\r\nConnection: keep-alive\r\n"
+        b"Keep-Alive: 5\r\nAccept: x\r\n\r\n"
+    )
+    assert for_upstream(hop, keep_alive=True).headers == (("Host", "n"), ("Accept", "x"))
