@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import gc
 import json
 import os
@@ -248,11 +249,12 @@ async def tunnel_churn(r: Rig, edge: list[asyncio.Task[None]], deadline: float) 
         r.epoch += 1
 
 
-async def rss_timeline(deadline: float, every: float = 5.0) -> list[float]:
-    """RSS (MiB) every `every` seconds: a leak grows steadily, warming allocators plateau."""
+async def rss_timeline(deadline: float, every: float = 5.0) -> list[tuple[float, float]]:
+    """(RSS, malloc in use) in MiB every `every` seconds, without collecting: a leak grows
+    steadily; garbage in reference cycles saws up until a full gc; allocators plateau."""
     out = []
     while time.monotonic() < deadline:
-        out.append(round(rss_mib(), 1))
+        out.append((round(rss_mib(), 1), round(heap_mib(), 1)))
         await asyncio.sleep(min(every, max(0.0, deadline - time.monotonic())))
     return out
 
@@ -264,13 +266,34 @@ def rss_mib() -> float:
     return 0.0
 
 
+class _MallInfo2(ctypes.Structure):
+    _FIELDS = ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+               "fordblks", "keepcost")  # fmt: skip
+    _fields_ = [(name, ctypes.c_size_t) for name in _FIELDS]
+
+
+def heap_mib() -> float:
+    """What malloc has handed out and not got back (glibc's mallinfo2; NaN elsewhere), MiB:
+    live memory of Python and C alike (OpenSSL's buffers too, which Python cannot count)."""
+    try:
+        mallinfo2 = ctypes.CDLL(None).mallinfo2
+    except (OSError, AttributeError):
+        return float("nan")
+    mallinfo2.restype = _MallInfo2
+    info = mallinfo2()
+    return float(info.uordblks + info.hblkhd) / (1 << 20)
+
+
 def usage() -> dict[str, float]:
     gc.collect()
     fds = len(os.listdir("/proc/self/fd"))
-    # Live Python allocations: back at the baseline while RSS stays up means the allocator kept
-    # freed memory (high-water mark), not that objects leaked.
+    # Live allocations (Python blocks; malloc's in-use bytes) back at the baseline while RSS
+    # stays up means the allocator kept freed memory (high-water mark), not a leak.
     blocks = sys.getallocatedblocks()
-    return {"fds": fds, "tasks": len(asyncio.all_tasks()), "rss_mib": rss_mib(), "blocks": blocks}
+    return {
+        "fds": fds, "tasks": len(asyncio.all_tasks()), "rss_mib": rss_mib(), "blocks": blocks,
+        "heap_mib": heap_mib(),
+    }  # fmt: skip
 
 
 async def soak(seconds: float, workers: int) -> dict[str, Any]:
@@ -282,6 +305,7 @@ async def soak(seconds: float, workers: int) -> dict[str, Any]:
         await asyncio.sleep(SETTLE)
         r.kubelet.requests.clear()  # the fake kubelet logs every request: not the proxy's memory
         before = usage()
+        gcs = gc.get_stats()[2]["collections"]
         tally, t0 = Tally(), time.monotonic()
         deadline = t0 + seconds
         async with asyncio.TaskGroup() as tg:
@@ -302,7 +326,8 @@ async def soak(seconds: float, workers: int) -> dict[str, Any]:
         "req_per_s": round(done / wall), "errors": sum(tally.errors.values()),
         "disrupted": sum(tally.disrupted.values()), "tunnel_restarts": r.restarts,
         "by_op": dict(tally.ok), "errors_by_op": dict(tally.errors), "samples": tally.samples,
-        "before": before, "after": after, **leftovers, "rss_timeline_mib": rss.result(),
+        "before": before, "after": after, **leftovers, "rss_heap_timeline_mib": rss.result(),
+        "full_gcs": gc.get_stats()[2]["collections"] - gcs,
         "warmup_errors": sum(warm.errors.values()),
     }  # fmt: skip
 
@@ -356,6 +381,9 @@ def records(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 ("open fds after", a["fds"], "", {"baseline": b["fds"], "goal": "= before"}),
                 ("tasks after", a["tasks"], "", {"baseline": b["tasks"], "goal": "= before"}),
                 ("RSS growth", a["rss_mib"] - b["rss_mib"], "MiB", {"baseline": b["rss_mib"]}),
+                ("RSS peak", max(r for r, _ in res["rss_heap_timeline_mib"]), "MiB", {}),
+                ("malloc in use after", a["heap_mib"], "MiB", {"baseline": b["heap_mib"]}),
+                ("malloc in use peak", max(h for _, h in res["rss_heap_timeline_mib"]), "MiB", {}),
                 ("live Python blocks after", a["blocks"], "", {"baseline": b["blocks"]}),
                 ("kubelet connections left", res["kubelet_open"], "", {"goal": "= 0"}),
             ]

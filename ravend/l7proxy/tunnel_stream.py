@@ -8,6 +8,7 @@ of memory and never slows its neighbours. Errors are per stream: a reset raises 
 from __future__ import annotations
 
 import asyncio
+import copy
 from collections import deque
 from types import TracebackType
 from typing import TYPE_CHECKING, Protocol
@@ -33,6 +34,9 @@ class StreamResetError(TunnelError):
         super().__init__(f"stream reset ({code}): {reason}")
         self.code = code
         self.reason = reason
+
+    def __reduce__(self) -> tuple[type[StreamResetError], tuple[int, str]]:
+        return type(self), (self.code, self.reason)  # copy.copy() (Stream._raised) and pickle
 
 
 class StreamSink(Protocol):
@@ -110,7 +114,7 @@ class Stream:
         """Up to `max_bytes` bytes; b"" at end of stream. Raises StreamResetError/TunnelClosed."""
         while not self._buf:
             if self._error is not None:
-                raise self._error
+                raise self._raised(self._error)
             if self._eof:
                 return b""
             self._read_waiter = asyncio.get_running_loop().create_future()
@@ -119,7 +123,7 @@ class Stream:
             finally:
                 self._read_waiter = None
         if self._error is not None:
-            raise self._error  # a reset discards unread data, as TCP does
+            raise self._raised(self._error)  # a reset discards unread data, as TCP does
         chunk = self._buf.popleft()
         if len(chunk) > max_bytes:
             chunk, rest = chunk[:max_bytes], chunk[max_bytes:]
@@ -131,7 +135,7 @@ class Stream:
     async def write(self, data: bytes | bytearray | memoryview) -> None:
         """Send all of `data`, waiting for window (this stream's only) and socket buffer."""
         if self._error is not None:
-            raise self._error
+            raise self._raised(self._error)
         # First try without a view: most writes fit the window whole.
         taken = self._session._send(self.id, data)
         if taken < len(data):
@@ -146,13 +150,13 @@ class Stream:
             finally:
                 self._write_waiter = None
             if self._error is not None:
-                raise self._error
+                raise self._raised(self._error)
             view = view[self._session._send(self.id, view) :]
 
     def write_eof(self) -> None:
         """Tell the peer we will send no more (it reads end of stream); reading goes on."""
         if self._error is not None:
-            raise self._error
+            raise self._raised(self._error)
         if not self._sent_fin:
             self._sent_fin = True
             self._session._half_close(self.id)
@@ -203,11 +207,16 @@ class Stream:
         elif self._eof:
             sink.stream_eof()
 
+    def detach(self) -> None:
+        """Call the sink no more (its splice is over). The sink holds the stream, so keeping it
+        would be a reference cycle that outlives the exchange until a full garbage collection."""
+        self._sink = None
+
     def send_nowait(self, data: bytes | bytearray | memoryview) -> int:
         """Queue what the windows allow of `data` now; return how much. When less than all,
         the sink's `stream_writable` says when to try again. Raises like `write`."""
         if self._error is not None:
-            raise self._error
+            raise self._raised(self._error)
         return self._session._send(self.id, data)
 
     def pause_receiving(self) -> None:
@@ -253,6 +262,16 @@ class Stream:
         _wake(self._write_waiter)
         if self._sink is not None and self._error is None:
             self._sink.stream_writable()
+
+    @staticmethod
+    def _raised(error: TunnelError) -> TunnelError:
+        """A copy of the stream's error for each raise. Raising the stored one would put the
+        raising frames, which hold this stream, on its traceback while the stream holds it: a
+        reference cycle that keeps the stream, its sink and their sockets (a TLS transport keeps
+        a 256 KiB buffer and OpenSSL's) until the next full garbage collection, which a busy
+        proxy reaches only after hundreds of MiB. (Each raise would also lengthen the traceback.)
+        """
+        return copy.copy(error)
 
     def _fail(self, error: TunnelError) -> None:
         first = self._error is None

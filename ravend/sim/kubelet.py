@@ -131,6 +131,11 @@ class FakeKubelet:
             self.open_connections -= 1
             self._tasks.discard(task)
             writer.close()
+            # asyncio keeps a lost connection's error on the reader, and the frames on its
+            # traceback (and their callers) hold `conn`, hence the reader: a reference cycle
+            # that would keep this connection's TLS buffers until a full garbage collection.
+            if (error := reader.exception()) is not None:
+                error.with_traceback(None)
 
     async def _serve_one(self, conn: Conn) -> bool:
         """Serve one request; False when the connection is over."""
@@ -195,12 +200,16 @@ class FakeKubelet:
         async with asyncio.TaskGroup() as tg:
             gone = tg.create_task(_wait_gone(conn))
             i = 0
-            while not gone.done():
-                line = self._log_line(head.path, i)
-                conn.writer.write(b"%x\r\n%s\r\n" % (len(line), line))
-                await conn.writer.drain()
-                i += 1
-                await asyncio.wait([gone], timeout=self.log_interval)
+            # The caller going away mid-line ends the stream; caught here, not raised out of
+            # the group as an ExceptionGroup (which _accept would not catch).
+            with contextlib.suppress(OSError):
+                while not gone.done():
+                    line = self._log_line(head.path, i)
+                    conn.writer.write(b"%x\r\n%s\r\n" % (len(line), line))
+                    await conn.writer.drain()
+                    i += 1
+                    await asyncio.wait([gone], timeout=self.log_interval)
+            gone.cancel()
 
     async def _upgrade(self, conn: Conn, head: RequestHead, route: str) -> None:
         upgrade = (head.get("upgrade") or "").lower()

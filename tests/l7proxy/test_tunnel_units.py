@@ -1,11 +1,16 @@
-"""Pure parts of the tunnel transport: redial backoff, upgrade handshake, settings."""
+"""Pure parts of the tunnel transport: redial backoff, upgrade handshake, settings; a stream's
+errors (no session, no I/O)."""
 
 from __future__ import annotations
 
+import gc
 import random
+import weakref
+from typing import TYPE_CHECKING, cast
 
 import pytest
 
+from ravend.l7proxy.protocol_frames import ErrorCode, Target
 from ravend.l7proxy.settings import L7TunnelSettings
 from ravend.l7proxy.tunnel_client import backoff_delay
 from ravend.l7proxy.tunnel_handshake import (
@@ -15,6 +20,10 @@ from ravend.l7proxy.tunnel_handshake import (
     check_request,
     check_response,
 )
+from ravend.l7proxy.tunnel_stream import Stream, StreamResetError
+
+if TYPE_CHECKING:
+    from ravend.l7proxy.tunnel_session import TunnelSession
 
 
 def test_backoff_doubles_up_to_the_cap_with_jitter() -> None:
@@ -64,3 +73,36 @@ def test_settings_map_onto_the_protocol() -> None:
     assert (p.initial_window, p.max_concurrent_streams) == (4096, 3)
     with pytest.raises(ValueError):
         L7TunnelSettings(max_frame_size=10).protocol_settings()
+
+
+class _Session:
+    """What a Stream calls on its session, doing nothing (a weakref tells when it is freed)."""
+
+    def _reset(self, stream_id: int, code: int, reason: str) -> None:
+        pass
+
+
+async def test_a_reset_stream_is_freed_without_the_cycle_collector() -> None:
+    """Each raise is a copy of the stream's error: raising the stored one would hang the
+    raising frames (which hold the stream) on an exception the stream holds, a cycle that
+    keeps the stream and all it refers to until a full gc."""
+    session = _Session()
+    freed = weakref.ref(session)
+    stream = Stream(cast("TunnelSession", session), 1, Target("edge-1", 10250, True))
+    gc.disable()
+    try:
+        stream.reset(ErrorCode.CANCEL, "caller gone")
+        raised = []
+        for _ in range(3):
+            with pytest.raises(StreamResetError) as caught:
+                await stream.read()
+            raised.append(caught.value)
+            with pytest.raises(StreamResetError):
+                stream.write_eof()
+        assert {(e.code, str(e)) for e in raised} == {
+            (ErrorCode.CANCEL, "stream reset (5): reset locally: caller gone")
+        }
+        del stream, session, raised, caught
+        assert freed() is None
+    finally:
+        gc.enable()
