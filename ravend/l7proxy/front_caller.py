@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import socket
 from collections.abc import Callable
 
@@ -73,7 +74,9 @@ class CallerConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closed = True
-        self._error = exc
+        # Without its traceback: asyncio's holds the read buffer's frames, and the error is
+        # held by this connection (a cycle kept until a full collection, with the TLS buffers).
+        self._error = None if exc is None else exc.with_traceback(None)
         self._eof = True
         _wake(self._read_waiter)
         if self._drain_waiter is not None and not self._drain_waiter.done():
@@ -148,7 +151,9 @@ class CallerConnection(asyncio.Protocol):
         while not self._buf:
             if self._eof:
                 if self._error is not None:
-                    raise self._error
+                    # A copy: raising the stored error would put this frame (which holds the
+                    # connection) on its traceback while the connection holds it.
+                    raise _copy_of(self._error)
                 return b""
             self._read_waiter = asyncio.get_running_loop().create_future()
             try:
@@ -189,3 +194,11 @@ class CallerConnection(asyncio.Protocol):
 def _wake(waiter: asyncio.Future[None] | None) -> None:
     if waiter is not None and not waiter.done():
         waiter.set_result(None)
+
+
+def _copy_of(error: Exception) -> Exception:
+    """A fresh exception like `error` (copy.copy; a ConnectionError when it cannot be copied)."""
+    try:
+        return copy.copy(error)
+    except Exception:
+        return ConnectionError(str(error) or type(error).__name__)

@@ -91,19 +91,19 @@ async def _send_body(caller: Caller, body: Body, upstream: Upstream, run: Run) -
                 raise ConnectionError("caller closed inside the request body")
             used = body.feed(data)
         except (OSError, FramingError) as exc:
-            run.caller_error = exc
+            run.caller_error = exc.with_traceback(None)  # no frame cycle
             raise _Stop from exc
         caller.buf += data[used:]
         try:
             await upstream.write(data[:used] if used < len(data) else data)
         except (OSError, TunnelError) as exc:
-            run.upstream_error = exc
+            run.upstream_error = exc.with_traceback(None)  # no frame cycle
             raise _Stop from exc
     while len(caller.buf) < READ_AHEAD:
         try:
             more = await caller.read_more()
         except OSError as exc:
-            run.caller_error = exc
+            run.caller_error = exc.with_traceback(None)  # no frame cycle
             raise _Stop from exc
         if not more:
             if caller.pipe.can_half_close():
@@ -127,12 +127,12 @@ async def _relay_response(upstream: Pipe, caller: Pipe, run: Run) -> None:
                 raise ConnectionError("upstream closed before the response ended")
             used = take_response(run, data)
         except (OSError, TunnelError, FramingError) as exc:
-            run.upstream_error = exc
+            run.upstream_error = exc.with_traceback(None)  # no frame cycle
             return
         try:
             await caller.write(data if used == len(data) else data[:used])
         except OSError as exc:
-            run.caller_error = exc
+            run.caller_error = exc.with_traceback(None)  # no frame cycle
             return
         run.to_caller += used
 
@@ -146,7 +146,7 @@ async def attempt(caller: Caller, upstream: Upstream, first: bytes, body: Body, 
     try:
         await upstream.write(first)
     except (OSError, TunnelError) as exc:
-        run.upstream_error = exc
+        run.upstream_error = exc.with_traceback(None)  # no frame cycle
         return run
     if body.done:
         # The common case (GET): nothing left to send, so no task: the caller connection's

@@ -142,7 +142,7 @@ class ResponseRelay:
         try:
             used = take_response(run, data)
         except (OSError, FramingError) as exc:
-            run.upstream_error = exc
+            run.upstream_error = exc.with_traceback(None)  # no frame cycle
             self._finish()
             return
         pipe = self._caller.pipe

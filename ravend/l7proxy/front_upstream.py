@@ -74,9 +74,11 @@ class TunnelPipe:
         return True
 
     def close(self) -> None:
+        self.stream.detach()  # we attached ourselves: a cycle a full collection would break
         self.stream.close()
 
     def abort(self) -> None:
+        self.stream.detach()
         self.stream.reset(reason="relay aborted")
 
     def reusable(self) -> bool:

@@ -30,6 +30,9 @@ class FakeStream:
     def attach(self, sink: StreamSink) -> None:
         self.sink = sink
 
+    def detach(self) -> None:
+        self.sink = None
+
     def pause_receiving(self) -> None:
         self.paused = True
 

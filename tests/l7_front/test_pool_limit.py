@@ -25,6 +25,9 @@ class FakeStream:
     def attach(self, sink: object) -> None:
         pass  # a leased stream is read through callbacks (front_upstream.TunnelPipe)
 
+    def detach(self) -> None:
+        pass
+
     def reset(self, code: int = 0, reason: str = "") -> None:
         self._end()
 
