@@ -9,12 +9,12 @@ Paths to the same fake kubelet (TLS, client certificate required) on 127.0.0.22:
   direct         the caller dials the kubelet
   relay          a plain asyncio byte relay in between (TLS passes through)
   ravend         HTTPS front end -> tunnel (mutual TLS) -> edge -> TLS to the kubelet, the L7
-                 data path of cloud and edge on an asyncio loop thread (the agent's default)
-  ravend-uvloop  the same on uvloop loop threads (--l7-event-loop uvloop)
+                 data path of cloud and edge on a uvloop loop thread (the agent's default)
+  ravend-asyncio the same on asyncio loop threads (--l7-event-loop asyncio)
   floor          ravend's processes and TLS legs with no logic: a Protocol relay terminating
                  the caller's TLS, a TLS link per caller to an edge relay, TLS to the kubelet
                  (bench/l7_proxy_floor.py): the least CPython spends on ravend's path
-  floor-uvloop   the same with both processes on uvloop
+  floor-asyncio  the same with both processes on asyncio (the floor itself is on uvloop)
   ssh            `ssh -tt -R` reverse tunnel through a throwaway sshd on loopback (skipped with
                  a reason when sshd cannot start)
 and each again on the kubelet's plain read-only port ("-plain").
@@ -172,15 +172,15 @@ FLOOR = "bench.l7_proxy_floor"
 
 @contextlib.contextmanager
 def parties(d: Path, kport: int, pport: int, profile: Path | None) -> Iterator[list[PathSpec]]:
-    """Start the relay, two ravend cloud/edge pairs (asyncio, uvloop cloud) and the floor pair;
-    yield paths."""
+    """Start the relay, two ravend cloud/edge pairs (uvloop and asyncio data loop threads) and
+    two floor pairs; yield paths."""
     started: list[Party] = []
     try:
         relay = Party("relay", d, kport, pport)
         started.append(relay)
         specs = [PathSpec("relay", ("127.0.0.1", relay.ports["https"]), [relay.pid])]
         specs.append(PathSpec("relay-plain", ("127.0.0.1", relay.ports["http"]), [relay.pid]))
-        for name, loop in (("ravend", "asyncio"), ("ravend-uvloop", "uvloop")):
+        for name, loop in (("ravend", "uvloop"), ("ravend-asyncio", "asyncio")):
             # As the agent runs them: the L7 data path on a loop thread (--l7-event-loop).
             extra = ["--data-loop", loop]
             if profile is not None and loop == "asyncio":
@@ -193,7 +193,7 @@ def parties(d: Path, kport: int, pport: int, profile: Path | None) -> Iterator[l
             pids = [cloud.pid, edge.pid]
             specs.append(PathSpec(name, ("127.0.0.1", cloud.ports["https"]), pids))
             specs.append(PathSpec(f"{name}-plain", ("127.0.0.1", cloud.ports["http"]), pids))
-        for name, loop in (("floor", "asyncio"), ("floor-uvloop", "uvloop")):
+        for name, loop in (("floor", "uvloop"), ("floor-asyncio", "asyncio")):
             floor_edge = Party("edge", d, kport, pport, "--loop", loop, module=FLOOR)
             started.append(floor_edge)
             tunnel = ["--tunnel-port", str(floor_edge.ports["tunnel"])]
@@ -315,7 +315,7 @@ def records(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for row in (r for r in rows if "case" in r and not r["case"].startswith("paced")):
         path, case = row["path"], row["case"]
         ours = path.startswith("ravend")
-        base = path.replace("-uvloop", "")
+        base = path.replace("-asyncio", "")
         for key, unit, higher in FIELDS:
             if key not in row:
                 continue
@@ -360,10 +360,10 @@ def floor_records(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for (path, case), row in by_case.items():
         if path.startswith("floor"):
-            base = by_case.get((path.replace("-uvloop", "").replace("floor", "ssh"), case), {})
+            base = by_case.get((path.replace("-asyncio", "").replace("floor", "ssh"), case), {})
             label = "vs ssh"
         elif path.startswith("ravend"):
-            base = by_case.get((path.replace("-uvloop", "").replace("ravend", "floor"), case), {})
+            base = by_case.get((path.replace("ravend", "floor"), case), {})
             label = "vs floor"
         else:
             continue

@@ -139,7 +139,7 @@ FIELDS = (
 
 
 def _direct_of(path: str) -> str:
-    for name in ("ravend-uvloop", "ravend", "relay", "floor-uvloop", "floor", "ssh"):
+    for name in ("ravend-asyncio", "ravend", "relay", "floor-asyncio", "floor", "ssh"):
         path = path.replace(name, "direct")
     return path
 
@@ -154,7 +154,7 @@ def paced_records(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for row in paced:
         path, case = row["path"], row["case"]
         ours = path.startswith("ravend")
-        ssh = by_case.get((path.replace("-uvloop", "").replace("ravend", "ssh"), case), {})
+        ssh = by_case.get((path.replace("-asyncio", "").replace("ravend", "ssh"), case), {})
         direct = by_case.get((_direct_of(path), case), {})
         for key, unit, higher in FIELDS:
             rec: dict[str, Any] = {"bench": "l7_proxy", "metric": f"{path} {case} {key}"}

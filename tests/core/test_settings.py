@@ -40,9 +40,9 @@ def test_informer_settings_follow_flags_and_env() -> None:
 
 
 def test_l7_event_loop_follows_flags_and_env() -> None:
-    assert build_settings(["--node-name", "a"], {}).runtime.l7_event_loop == "asyncio"
-    s = build_settings(["--node-name", "a"], {"RAVEND_L7_EVENT_LOOP": "uvloop"})
-    assert s.runtime.l7_event_loop == "uvloop"
+    assert build_settings(["--node-name", "a"], {}).runtime.l7_event_loop == "uvloop"
+    s = build_settings(["--node-name", "a"], {"RAVEND_L7_EVENT_LOOP": "asyncio"})
+    assert s.runtime.l7_event_loop == "asyncio"
     s = build_settings(
         ["--node-name", "a", "--l7-event-loop", "same"], {"RAVEND_L7_EVENT_LOOP": "uvloop"}
     )
