@@ -52,6 +52,7 @@ class LoopThread:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        """Tasks started by `run`: the loop itself keeps only weak references."""
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -119,7 +120,11 @@ class LoopThread:
         box: list[asyncio.Task[T]] = []
 
         def start() -> None:
-            task = self.loop.create_task(factory())
+            try:
+                task = self.loop.create_task(factory())
+            except BaseException as exc:  # factory() itself failed: the caller must hear it
+                _settle_soon(here, done, exc)
+                return
             box.append(task)
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -131,7 +136,8 @@ class LoopThread:
         except asyncio.CancelledError:
 
             def cancel() -> None:  # FIFO: `start` has run on that loop before this runs there
-                box[0].cancel()
+                if box:
+                    box[0].cancel()
 
             with contextlib.suppress(RuntimeError):  # the loop has stopped: nothing to cancel
                 self.call(cancel)
@@ -146,19 +152,24 @@ class LoopThread:
 
 
 def _settle_soon(
-    here: asyncio.AbstractEventLoop, done: asyncio.Future[T], task: asyncio.Task[T]
+    here: asyncio.AbstractEventLoop,
+    done: asyncio.Future[T],
+    outcome: asyncio.Task[T] | BaseException,
 ) -> None:
-    """Copy a finished remote task's outcome into `done` on its own loop (if it still runs)."""
+    """Copy a finished remote task's outcome (or the error that kept it from starting) into
+    `done`, on `done`'s own loop (if that loop still runs)."""
 
     def settle() -> None:
         if done.done():
             return
-        if task.cancelled():
+        if isinstance(outcome, BaseException):
+            done.set_exception(outcome)
+        elif outcome.cancelled():
             done.cancel()
-        elif (exc := task.exception()) is not None:
+        elif (exc := outcome.exception()) is not None:
             done.set_exception(exc)
         else:
-            done.set_result(task.result())
+            done.set_result(outcome.result())
 
     with contextlib.suppress(RuntimeError):  # the calling loop is closed: nobody waits
         here.call_soon_threadsafe(settle)

@@ -8,6 +8,8 @@ import asyncio
 import socket
 import threading
 import time
+from collections.abc import Coroutine
+from typing import Any
 
 import pytest
 
@@ -32,6 +34,12 @@ async def test_run_returns_result_and_raises_errors(kind: str) -> None:
 
         with pytest.raises(ValueError, match="boom"):
             await lt.run(fail)
+
+        def no_coroutine() -> Coroutine[Any, Any, None]:
+            raise ValueError("factory failed")
+
+        with pytest.raises(ValueError, match="factory failed"):
+            await asyncio.wait_for(lt.run(no_coroutine), 5)
 
 
 async def test_cancel_waits_for_remote_cleanup() -> None:
