@@ -50,6 +50,20 @@ def discover(names: list[str] | None = None) -> dict[str, str]:
     return found
 
 
+def module_timeout(name: str) -> float:
+    """A module's own budget: its top-level `TIMEOUT_S = <seconds>`, else 0."""
+    tree = ast.parse((BENCH_DIR / f"{name}.py").read_text())
+    for node in tree.body:
+        target: ast.expr | None = node.target if isinstance(node, ast.AnnAssign) else None
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target = node.targets[0]
+        value = getattr(node, "value", None)
+        named = isinstance(target, ast.Name) and target.id == "TIMEOUT_S"
+        if named and isinstance(value, ast.Constant) and isinstance(value.value, int | float):
+            return float(value.value)
+    return 0.0
+
+
 def machine() -> dict[str, Any]:
     load1, load5, _ = os.getloadavg()
     cpus = os.cpu_count() or 1
@@ -110,7 +124,7 @@ async def run_all(args: argparse.Namespace) -> int:
     started, info, records = time.time(), {}, []
     for name, how in modules.items():
         print(f"running bench.{name} ...", flush=True)
-        info[name], recs = await run_one(name, how, args.timeout)
+        info[name], recs = await run_one(name, how, max(args.timeout, module_timeout(name)))
         records += recs
         status = "ok" if info[name]["rc"] == 0 else f"FAILED ({info[name].get('error', '')[-200:]})"
         print(f"  {len(recs)} figures in {info[name]['seconds']} s: {status}", flush=True)
@@ -130,7 +144,12 @@ async def run_all(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     p.add_argument("--only", nargs="*", help="run only these modules (names without .py)")
-    p.add_argument("--timeout", type=float, default=420.0, help="seconds per benchmark")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=420.0,
+        help="seconds per benchmark (a module's own TIMEOUT_S may allow more)",
+    )
     p.add_argument("--out", type=Path, default=BENCH_DIR / "results.json")
     p.add_argument("--child", help=argparse.SUPPRESS)
     p.add_argument("--list", action="store_true", help="list the benchmarks and exit")

@@ -171,19 +171,23 @@ FLOOR = "bench.l7_proxy_floor"
 
 
 @contextlib.contextmanager
-def parties(d: Path, kport: int, pport: int, profile: Path | None) -> Iterator[list[PathSpec]]:
-    """Start the relay, two ravend cloud/edge pairs (uvloop and asyncio data loop threads) and
-    two floor pairs; yield paths."""
+def parties(
+    d: Path, kport: int, pport: int, profile: Path | None, variants: bool
+) -> Iterator[list[PathSpec]]:
+    """Start the relay, ravend's cloud/edge pair and the floor pair (uvloop; with `variants`
+    also on asyncio); yield paths."""
     started: list[Party] = []
     try:
         relay = Party("relay", d, kport, pport)
         started.append(relay)
         specs = [PathSpec("relay", ("127.0.0.1", relay.ports["https"]), [relay.pid])]
         specs.append(PathSpec("relay-plain", ("127.0.0.1", relay.ports["http"]), [relay.pid]))
-        for name, loop in (("ravend", "uvloop"), ("ravend-asyncio", "asyncio")):
+        loops = (("", "uvloop"), ("-asyncio", "asyncio")) if variants else (("", "uvloop"),)
+        for suffix, loop in loops:
+            name = f"ravend{suffix}"
             # As the agent runs them: the L7 data path on a loop thread (--l7-event-loop).
             extra = ["--data-loop", loop]
-            if profile is not None and loop == "asyncio":
+            if profile is not None and not suffix:
                 extra += ["--profile", str(profile)]
             cloud = Party("cloud", d, kport, pport, *extra)
             started.append(cloud)
@@ -193,7 +197,8 @@ def parties(d: Path, kport: int, pport: int, profile: Path | None) -> Iterator[l
             pids = [cloud.pid, edge.pid]
             specs.append(PathSpec(name, ("127.0.0.1", cloud.ports["https"]), pids))
             specs.append(PathSpec(f"{name}-plain", ("127.0.0.1", cloud.ports["http"]), pids))
-        for name, loop in (("floor", "uvloop"), ("floor-asyncio", "asyncio")):
+        for suffix, loop in loops:
+            name = f"floor{suffix}"
             floor_edge = Party("edge", d, kport, pport, "--loop", loop, module=FLOOR)
             started.append(floor_edge)
             tunnel = ["--tunnel-port", str(floor_edge.ports["tunnel"])]
@@ -234,10 +239,15 @@ def _paths(
 
 
 async def run(
-    quick: bool, rounds: int, profile: Path | None = None, paced_s: float | None = None
+    quick: bool,
+    rounds: int,
+    profile: Path | None = None,
+    paced_s: float | None = None,
+    variants: bool = False,
 ) -> list[dict[str, Any]]:
     """Every path, `rounds` interleaved rounds; the paced case runs `paced_s` seconds per rate
-    on TLS paths and at most 2 s on -plain ones (the 420 s budget of `python -m bench`)."""
+    on TLS paths and at most 2 s on -plain ones (the TIMEOUT_S budget of `python -m bench`).
+    `variants` adds ravend and the floor on asyncio loops (-asyncio paths)."""
     paced_s = paced_s or (3.0 if quick else 5.0)
     ca = ClusterCA.create()
     cert, key = ca.issue("kube-apiserver-kubelet-client", ["system:masters"], usages=CLIENT_USAGES)
@@ -250,7 +260,7 @@ async def run(
         (d / "ca.key").write_bytes(key_pem(ca.key))
         with (
             kubelet_process(d, kport, pport) as kubelet,
-            parties(d, kport, pport, profile) as ps,
+            parties(d, kport, pport, profile, variants) as ps,
             ssh_tunnel(kport, pport) as ssh,
         ):
             paths, skipped = _paths(kport, pport, ps, ssh)
@@ -377,9 +387,15 @@ def floor_records(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+TIMEOUT_S = 900
+"""Seconds `python -m bench` allows this module (10 paths x 3 rounds take ~8 min on the 2-core
+build machine)."""
+
+
 def main(quick: bool = False) -> list[dict[str, Any]]:
     """Run every path in both caller modes and paced (3 interleaved rounds; 1 when quick), on
-    the caller's select() loop (its timers are what the paced case schedules with)."""
+    the caller's select() loop (its timers are what the paced case schedules with); without the
+    -asyncio variants (`python -m bench.l7_proxy --asyncio-variants` adds them)."""
     with asyncio.Runner(loop_factory=caller_loop) as runner:
         return records(runner.run(run(quick, 1 if quick else 3)))
 
@@ -390,12 +406,17 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(prog="python -m bench.l7_proxy")
     parser.add_argument("--quick", action="store_true", help="fewer requests, one round")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds (median)")
-    parser.add_argument("--profile", type=Path, help="cProfile stats of the asyncio cloud process")
+    parser.add_argument("--profile", type=Path, help="cProfile stats of ravend's cloud process")
     parser.add_argument("--paced-seconds", type=float, help="per rate (default 5; quick 3)")
+    parser.add_argument(
+        "--asyncio-variants", action="store_true", help="also ravend and the floor on asyncio"
+    )
     args = parser.parse_args()
     rounds = 1 if args.quick else args.rounds
     with asyncio.Runner(loop_factory=caller_loop) as runner:
-        result = runner.run(run(args.quick, rounds, args.profile, args.paced_seconds))
+        result = runner.run(
+            run(args.quick, rounds, args.profile, args.paced_seconds, args.asyncio_variants)
+        )
     for line in result:
         print(json.dumps({"bench": "l7_proxy", **line}))
     print(table(result))
