@@ -67,7 +67,8 @@ def _check(signer: str, req: x509.CertificateSigningRequest, usages: set[str]) -
     orgs = [a.value for a in req.subject.get_attributes_for_oid(x509.NameOID.ORGANIZATION_NAME)]
     cns = req.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
     cn = str(cns[0].value) if cns else ""
-    # The names as a plain list: cryptography >= 46 refuses an empty SubjectAlternativeName.
+    # The names as a plain list: recent cryptography (51 on a fresh install) refuses an empty
+    # SubjectAlternativeName.
     try:
         sans = list(req.extensions.get_extension_for_class(x509.SubjectAlternativeName).value)
     except x509.ExtensionNotFound:
