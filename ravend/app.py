@@ -23,7 +23,9 @@ from collections.abc import Awaitable, Callable, Coroutine
 from contextlib import AsyncExitStack
 from typing import Any
 
-from ravend.loopthread import LoopThread
+from prometheus_client import Gauge
+
+from ravend.loopthread import LoopThread, loop_lag
 from ravend.model import ClusterView
 from ravend.observe.metrics import ERRORS
 from ravend.observe.readiness import Readiness
@@ -37,6 +39,14 @@ log = logging.getLogger(__name__)
 
 ROLE_RESYNC_SECONDS = 5.0
 """Re-evaluate roles at least this often, so a crashed role restarts without a view change."""
+LOOP_PROBE_SECONDS = 2.0
+"""How often the L7 data loop's lag is probed."""
+LOOP_LAG_LIMIT = 10.0
+"""Seconds a probe may wait on the L7 data loop before the agent reports not ready."""
+L7_LOOP_LAG = Gauge(
+    "ravend_l7_loop_lag_seconds",
+    "Seconds the latest callback waited on the L7 data loop thread (the limit when it never ran)",
+)
 
 
 class _Stopped(Exception):
@@ -78,6 +88,11 @@ async def run(settings: AgentSettings, stop: asyncio.Event) -> None:
                 tg.create_task(
                     _watched("roles", lambda: _adjust_roles(ctx, runner)), name="role-adjuster"
                 )
+                if l7_loop is not None:
+                    probe = l7_loop  # bound here: mypy cannot narrow inside the lambda
+                    tg.create_task(
+                        _watched("l7-loop", lambda: _watch_loop(probe, readiness)), name="l7-loop"
+                    )
                 await stop.wait()
                 log.info("stop requested: shutting down roles in order")
                 await runner.stop_all()
@@ -103,6 +118,19 @@ async def _watched(name: str, factory: Callable[[], Awaitable[None]]) -> None:
 async def _track_sync(view: Latest[ClusterView], readiness: Readiness) -> None:
     async for snapshot in view.updates():
         readiness.mark("informers", snapshot.synced, "" if snapshot.synced else "listing")
+
+
+async def _watch_loop(thread: LoopThread, readiness: Readiness) -> None:
+    """Probe the L7 data loop's lag every LOOP_PROBE_SECONDS: a gauge, and not ready while a
+    callback waits there longer than LOOP_LAG_LIMIT (a wedged data path must not look healthy
+    just because the agent's own loop still answers /readyz)."""
+    readiness.require("l7-loop")
+    while True:
+        lag = await loop_lag(thread, LOOP_LAG_LIMIT)
+        L7_LOOP_LAG.set(LOOP_LAG_LIMIT if lag is None else lag)
+        detail = "" if lag is not None else f"no callback ran within {LOOP_LAG_LIMIT:.0f} s"
+        readiness.mark("l7-loop", lag is not None, detail)
+        await asyncio.sleep(LOOP_PROBE_SECONDS)
 
 
 async def _adjust_roles(ctx: PlaneContext, runner: RoleRunner) -> None:

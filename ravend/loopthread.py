@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
 
@@ -206,6 +207,32 @@ def on_loop(
         return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(job(), loop))
 
     return call
+
+
+async def loop_lag(thread: LoopThread, limit: float) -> float | None:
+    """Seconds until a callback scheduled now on `thread`'s loop ran there: how long that loop
+    keeps work waiting. None when it did not run within `limit` (a wedged or stopped loop)."""
+    here = asyncio.get_running_loop()
+    ran: asyncio.Future[float] = here.create_future()
+    start = time.monotonic()
+
+    def arrived(stamp: float) -> None:
+        if not ran.done():
+            ran.set_result(stamp)
+
+    def probe() -> None:  # on the probed loop
+        stamp = time.monotonic()
+        with contextlib.suppress(RuntimeError):  # the prober's loop is closed
+            here.call_soon_threadsafe(arrived, stamp)
+
+    try:
+        thread.call(probe)
+        async with asyncio.timeout(limit):
+            return (await ran) - start
+    except (TimeoutError, RuntimeError):  # RuntimeError: the loop is not running
+        return None
+    finally:
+        ran.cancel()
 
 
 def soon_on_loop(loop: asyncio.AbstractEventLoop, fn: Callable[[], object]) -> Callable[[], None]:

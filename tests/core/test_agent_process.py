@@ -63,6 +63,8 @@ async def test_agent_starts_syncs_is_ready_and_stops_on_sigterm(
     proc = await _spawn(kubeconfig, tmp_path, port)
     try:
         assert await _wait_ready(port, 20), (tmp_path / "agent.log").read_text()
+        lag = await _l7_loop_lag(port)
+        assert lag is not None and lag < 1.0, "the L7 data loop thread is not probed"
         started = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         code = await asyncio.wait_for(proc.wait(), 10)
@@ -75,6 +77,22 @@ async def test_agent_starts_syncs_is_ready_and_stops_on_sigterm(
     assert code == 0, log
     assert took < 5, f"shutdown took {took:.1f}s, beyond the 5 s deadline"
     assert "ravend stopped" in log
+    assert "event loop thread l7 started (uvloop)" in log
+
+
+async def _l7_loop_lag(port: int) -> float | None:
+    """ravend_l7_loop_lag_seconds from /metrics, once the first probe has set it."""
+    deadline = time.monotonic() + 10
+    async with aiohttp.ClientSession() as http:
+        while time.monotonic() < deadline:
+            async with http.get(f"http://127.0.0.1:{port}/metrics") as r:
+                for line in (await r.text()).splitlines():
+                    if line.startswith("ravend_l7_loop_lag_seconds "):
+                        value = float(line.split()[1])
+                        if value > 0:
+                            return value
+            await asyncio.sleep(0.2)
+    return None
 
 
 async def test_unreachable_apiserver_backs_off_with_clear_logs(

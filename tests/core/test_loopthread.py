@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from ravend.loopthread import LoopThread, mirror, new_loop, on_loop, soon_on_loop
+from ravend.loopthread import LoopThread, loop_lag, mirror, new_loop, on_loop, soon_on_loop
 from ravend.runtime import Latest
 
 KINDS = ["asyncio", "uvloop"]
@@ -149,3 +149,20 @@ async def test_thread_serves_while_the_callers_loop_is_blocked() -> None:
 def test_unknown_loop_kind_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown event loop kind"):
         new_loop("trio")
+
+
+async def test_loop_lag_sees_a_wedged_loop() -> None:
+    """A responsive loop answers at once; one stuck in a synchronous call (a blocking bug in
+    the data path) does not answer within the limit; a stopped one neither."""
+    async with LoopThread("t") as lt:
+        lag = await loop_lag(lt, 5.0)
+        assert lag is not None and lag < 1.0
+        release = threading.Event()
+        lt.call(release.wait, 10)  # the loop thread blocks here
+        try:
+            assert await loop_lag(lt, 0.3) is None
+        finally:
+            release.set()
+        lag = await loop_lag(lt, 5.0)
+        assert lag is not None
+    assert await loop_lag(lt, 0.3) is None
