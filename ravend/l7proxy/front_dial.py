@@ -89,7 +89,7 @@ class UpstreamDialer:
         via = self._via(route)
         if isinstance(via, Refusal):
             return via
-        key = (via, route.node, route.port, route.tls)
+        key = _pool_key(via, route)
         if not fresh:
             idle = self.pool.take(key)
             if isinstance(idle, SocketPipe | TunnelPipe):
@@ -101,19 +101,16 @@ class UpstreamDialer:
 
     def take_idle(self, route: Route) -> Lease | None:
         """A pooled tunnel stream for `route`, without waiting; None when there is none (or
-        the route is direct: pooled sockets are read by awaiting, not by callbacks)."""
+        the route is direct: pooled sockets are read by awaiting, not by callbacks). A tunnel
+        route's pool key names its edge, so only tunnel streams are pooled under it."""
         if isinstance(route, Direct):
             return None
         via = self._via(route)
         if isinstance(via, Refusal):
             return None
-        key = (via, route.node, route.port, route.tls)
+        key = _pool_key(via, route)
         idle = self.pool.take(key)
-        if isinstance(idle, TunnelPipe):
-            return Lease(idle, key, reused=True)
-        if idle is not None:  # not ours to use here: put it back as it was
-            self.pool.put(key, idle)
-        return None
+        return Lease(idle, key, reused=True) if isinstance(idle, TunnelPipe) else None
 
     def _via(self, route: Route) -> str | Refusal:
         """ "" for a direct dial, else the edge proxy whose tunnel carries the stream."""
@@ -155,3 +152,8 @@ class UpstreamDialer:
             except TunnelError as exc:
                 error = exc
         return Refusal(503, f"tunnel via {via} cannot take the request: {error}")
+
+
+def _pool_key(via: str, route: Route) -> Hashable:
+    """Upstreams are interchangeable when they go the same way to the same kubelet port."""
+    return (via, route.node, route.port, route.tls)
