@@ -132,7 +132,7 @@ class ResponseRelay:
     def fail_upstream(self, error: BaseException) -> None:
         """The request could not be sent (an awaited write failed)."""
         if self.run.upstream_error is None:
-            self.run.upstream_error = error
+            self.run.upstream_error = error.with_traceback(None)  # no frame cycle
         self._finish()
 
     # ---- UpstreamConsumer ----------------------------------------------------------------
