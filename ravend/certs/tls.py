@@ -127,7 +127,7 @@ class ReloadableContext:
             ssl_obj.context = self._current
 
 
-def _subject(peercert: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+def peer_subject(peercert: Mapping[str, Any]) -> tuple[list[str], list[str]]:
     """(common names, organisations) of a decoded `getpeercert()` subject."""
     cns: list[str] = []
     orgs: list[str] = []
@@ -149,7 +149,7 @@ def identity_from_peercert(peercert: Mapping[str, Any] | None) -> str | None:
     """
     if not peercert:
         return None
-    cns, orgs = _subject(peercert)
+    cns, orgs = peer_subject(peercert)
     if len(cns) != 1 or TUNNEL_CLIENTS_GROUP not in orgs:
         return None
     node = cns[0].removeprefix(TUNNEL_CN_PREFIX)
@@ -162,5 +162,5 @@ def common_name_from_peercert(peercert: Mapping[str, Any] | None) -> str | None:
     """The single CN of a verified peer certificate (for logs and front-end authorisation)."""
     if not peercert:
         return None
-    cns, _ = _subject(peercert)
+    cns, _ = peer_subject(peercert)
     return cns[0] if len(cns) == 1 else None

@@ -1,9 +1,11 @@
 """The keep-alive lane: a caller connection's later requests served from loop callbacks. I/O.
 
 After the first request of a caller connection, the serving task hands the connection to its
-`Lane` and sleeps on one future. The lane waits for the next request head through the caller
-connection's callbacks (idle timeout: one timer per connection, re-armed only when it fires),
-parses it, routes it, and when the request is the common kind (HTTP/1.1, no upgrade, body
+`Lane` and sleeps on one future. The lane owns the caller connection's callbacks (received
+bytes, EOF or loss, writable again) for as long as it serves, and passes each to where it
+belongs now: the wait for the next request, or the response in flight. It waits for the next
+request head (idle timeout: one timer per connection, re-armed only when it fires), parses it,
+routes it, and when the request is the common kind (HTTP/1.1, no upgrade, body
 absent or already in hand, a node routed without a lookup, a pooled tunnel stream idle for its
 route) relays it with `ResponseRelay`. When the response ended at its framing and everything may
 be reused, the next request follows the same way: no task wake-up, no future, no timeout object
@@ -50,8 +52,9 @@ class LaneHost(Protocol):
 
     def count(self, outcome: str) -> None: ...
 
-    def mark_idle(self, task: asyncio.Task[Any], caller: Caller | None) -> None:
-        """Register (or with None, unregister) a caller waiting between requests."""
+    def lane_serving(self, lane: Lane, serving: bool) -> None:
+        """Register (or unregister) a lane serving its connection, so that closing the front
+        end can drop the callers waiting between requests (`abort_if_idle`)."""
         ...
 
 
@@ -85,17 +88,11 @@ class Lane:
     """Serves the kept requests of one caller connection; `await serve(n)` until handback."""
 
     def __init__(
-        self,
-        host: LaneHost,
-        conn: CallerConnection,
-        caller: Caller,
-        task: asyncio.Task[Any],
-        limits: LaneLimits,
+        self, host: LaneHost, conn: CallerConnection, caller: Caller, limits: LaneLimits
     ) -> None:
         self._host = host
         self._conn = conn
         self._caller = caller
-        self._task = task
         self._limits = limits
         self._loop = asyncio.get_running_loop()
         self._done: asyncio.Future[tuple[int, Handback]] | None = None
@@ -110,6 +107,7 @@ class Lane:
         self._served = served
         done: asyncio.Future[tuple[int, Handback]] = self._loop.create_future()
         self._done = done
+        self._hook(True)
         self._guarded(self._next)
         try:
             return await done
@@ -118,6 +116,15 @@ class Lane:
             raise
         finally:
             self._done = None
+            # The task takes the connection back: its callbacks are the awaiting path's now.
+            # (Between the handback and here, the hooks find neither a wait nor an exchange.)
+            self._hook(False)
+
+    def abort_if_idle(self) -> None:
+        """Drop the caller if it is waiting between requests (the front end is closing);
+        nothing is lost, and the lane sees the end through its hooks."""
+        if self._idle_since is not None:
+            self._conn.abort()
 
     def close(self) -> None:
         """The connection is over: no more timer."""
@@ -145,26 +152,41 @@ class Lane:
 
     def _wait_idle(self) -> None:
         self._idle_since = self._loop.time()
-        self._host.mark_idle(self._task, self._caller)
-        self._conn.listen(self._on_idle_event)
-        self._conn.watch(self._on_idle_event)
         if self._timer is None:
             self._arm(self._idle_since + self._limits.idle_timeout)
 
-    def _on_idle_event(self) -> None:
+    # ---- the caller connection's callbacks, while the lane serves ------------------------
+    # Set once per serve() rather than per request: a request costs no re-registration.
+
+    def _hook(self, on: bool) -> None:
+        conn = self._conn
+        conn.listen(self._on_caller_data if on else None)
+        conn.on_writable(self._on_caller_writable if on else None)
+        conn.watch(self._on_caller_end if on else None)  # last: it may call at once
+        self._host.lane_serving(self, on)
+
+    def _on_caller_data(self) -> None:
         if self._idle_since is not None:
             self._guarded(self._wake)
+        # else: a request is in flight; later bytes stay buffered for the next one
+
+    def _on_caller_end(self) -> None:
+        """EOF or loss: ends the wait, or goes to the response in flight."""
+        if self._idle_since is not None:
+            self._guarded(self._wake)
+        elif self._exchange is not None:
+            self._exchange[2].caller_ended()
+
+    def _on_caller_writable(self) -> None:
+        if self._exchange is not None:
+            self._exchange[2].caller_writable()
 
     def _wake(self) -> None:
-        self._stop_waiting()
+        self._idle_since = None
         self._next()
 
     def _stop_waiting(self) -> None:
-        if self._idle_since is not None:
-            self._idle_since = None
-            self._conn.listen(None)
-            self._conn.watch(None)
-            self._host.mark_idle(self._task, None)
+        self._idle_since = None
 
     def _arm(self, when: float) -> None:
         self._timer = self._loop.call_at(when, self._on_timer)
@@ -201,18 +223,19 @@ class Lane:
             self._hand(Refusal(exc.status, exc.reason))
             return
         ready = self._ready(head)
-        lease = None if ready is None else self._host.take_idle(ready.route)
+        lease = None if ready is None else self._host.take_idle(ready[0])
         if ready is None or lease is None:
             self._hand(head)  # not the common kind, or no idle stream: the task serves it
             return
         assert isinstance(lease.pipe, TunnelPipe)
-        req = prepare(caller, head, ready.body, ready.route)
+        req = prepare(caller, head, ready[1], ready[0])
         run = Run(ResponseFramer(req.method))
-        relay = ResponseRelay(caller, lease.pipe, run, self._on_response)
+        relay = ResponseRelay(caller, lease.pipe, run, self._on_response, hooks=False)
         self._exchange = (req, lease, relay)
-        relay.start(req.first)
+        # An EOF that came with the request is reported now, as watch() would at once.
+        relay.start(req.first, caller_ended=self._conn.ended)
 
-    def _ready(self, head: RequestHead) -> _Ready | None:
+    def _ready(self, head: RequestHead) -> tuple[Route, LengthBody] | None:
         """The route and body of a request this lane can relay, else None."""
         if head.version != "HTTP/1.1" or head.is_upgrade:
             return None
@@ -222,7 +245,7 @@ class Lane:
         route = self._host.route_now(head)
         if route is None or isinstance(route, Refusal):
             return None
-        return _Ready(route, body)
+        return route, body
 
     def _on_response(self, run: Run) -> None:
         self._guarded(lambda: self._settle(run))
@@ -264,9 +287,3 @@ class Lane:
             exchange[2].stop()
             if abort:
                 exchange[1].pipe.abort()
-
-
-@dataclass(frozen=True, slots=True)
-class _Ready:
-    route: Route
-    body: LengthBody

@@ -96,9 +96,22 @@ class ResponseRelay:
     `start(first)` sends the request bytes in hand and starts consuming; `on_done(run)` is
     called once, when the response ended at its framing or either side failed. `stop()` ends
     it without calling `on_done` (the attempt was abandoned).
+
+    With `hooks` the relay sets the caller connection's callbacks itself (writable again, and
+    with `watch_caller` EOF or loss); without, their owner (the keep-alive lane, which keeps
+    them for the connection's life) calls `caller_writable` and `caller_ended`.
     """
 
-    __slots__ = ("_caller", "_on_done", "_over", "_pending", "_upstream", "_watch", "run")
+    __slots__ = (
+        "_caller",
+        "_hooks",
+        "_on_done",
+        "_over",
+        "_pending",
+        "_upstream",
+        "_watch",
+        "run",
+    )
 
     def __init__(
         self,
@@ -106,21 +119,29 @@ class ResponseRelay:
         upstream: TunnelPipe,
         run: Run,
         on_done: Callable[[Run], None],
+        *,
         watch_caller: bool = True,
+        hooks: bool = True,
     ) -> None:
         self.run = run
         self._caller = caller
         self._upstream = upstream
         self._on_done = on_done
-        self._watch = watch_caller
+        self._watch = watch_caller and hooks
+        self._hooks = hooks
         self._pending: memoryview | None = None
         self._over = False
 
-    def start(self, first: bytes) -> None:
+    def start(self, first: bytes, caller_ended: bool = False) -> None:
+        """Consume, then send `first`; `caller_ended` (without hooks): the caller's EOF or
+        loss was already seen."""
         self._upstream.consume(self)
-        self._caller.pipe.on_writable(self._upstream.resume_receiving)
-        if self._watch:
-            self._caller.pipe.watch(self._caller_ended)
+        if self._hooks:
+            self._caller.pipe.on_writable(self._upstream.resume_receiving)
+            if self._watch:
+                self._caller.pipe.watch(self.caller_ended)
+        elif caller_ended:
+            self.caller_ended()
         if first and not self._over:
             self._send(memoryview(first))
 
@@ -182,7 +203,11 @@ class ResponseRelay:
         if taken < len(data):
             self._pending = data[taken:]  # the rest when the window grows
 
-    def _caller_ended(self) -> None:
+    def caller_writable(self) -> None:
+        """The caller's transport takes writes again."""
+        self._upstream.resume_receiving()
+
+    def caller_ended(self) -> None:
         """The caller sent EOF or left while its response runs."""
         if self._caller.pipe.can_half_close():
             self._caller.ended = True  # plain TCP half-close: the response is still wanted
@@ -202,6 +227,7 @@ class ResponseRelay:
     def _detach(self) -> None:
         self._pending = None
         self._upstream.consume(None)
-        self._caller.pipe.on_writable(None)
+        if self._hooks:
+            self._caller.pipe.on_writable(None)
         if self._watch:
             self._caller.pipe.watch(None)

@@ -32,8 +32,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Protocol
 
-from prometheus_client import Counter
-
+from ravend.certs.tls import peer_subject
 from ravend.l7proxy.front_caller import CallerConnection
 from ravend.l7proxy.front_dial import Lease
 from ravend.l7proxy.front_exchange import (
@@ -45,6 +44,7 @@ from ravend.l7proxy.front_exchange import (
 )
 from ravend.l7proxy.front_framing import request_body
 from ravend.l7proxy.front_lane import Attempted, Lane, LaneLimits, ReadHead
+from ravend.l7proxy.front_metrics import REQUESTS
 from ravend.l7proxy.front_pods import PodLookup
 from ravend.l7proxy.front_splice import Pipe, refuse, relay_one_shot
 from ravend.l7proxy.http_head import (
@@ -61,6 +61,7 @@ from ravend.l7proxy.routing import (
     PodRef,
     Refusal,
     Route,
+    Wanted,
     authorise_caller,
     plan_route,
     wanted,
@@ -70,9 +71,9 @@ from ravend.runtime import Latest
 
 log = logging.getLogger(__name__)
 
-REQUESTS = Counter(
-    "ravend_l7_requests_total", "Kubelet requests at the L7 front ends", ["front", "outcome"]
-)
+
+_WANTED_MEMO = 2048
+"""Most (Host, target) routing decisions a front end remembers (targets up to 512 bytes)."""
 
 
 class Upstreams(Protocol):
@@ -148,11 +149,13 @@ class FrontEnd:
         self._port = port
         self._server: asyncio.Server | None = None
         self._handlers: set[asyncio.Task[Any]] = set()
-        self._idle: dict[asyncio.Task[Any], Caller] = {}
-        """Handlers waiting for a keep-alive caller's next request (closed first on close)."""
-        self._closing = False
-        self._counters: dict[str, Any] = {}
-        """Outcome -> its labelled counter (labels() costs a lock and a dict walk per call)."""
+        self._lanes: set[Lane] = set()
+        """Keep-alive lanes serving; those waiting for a next request are closed first."""
+        self.closing = False
+        """close() was called: no new request is started."""
+        self._tally = REQUESTS.front(self.name)
+        self._wanted: dict[tuple[str | None, str], Wanted | Refusal] = {}
+        """routing.wanted per (Host, target): a pure function of the two, asked per request."""
         self._routes: dict[tuple[str, int], Route | Refusal] = {}
         self._routes_view: ClusterView | None = None
         """plan_route results for the view they were computed from (the view is immutable; a
@@ -196,9 +199,9 @@ class FrontEnd:
         if self._server is None:
             return
         self._server.close()
-        self._closing = True
-        for caller in list(self._idle.values()):
-            caller.pipe.abort()  # between requests: nothing is lost; its read sees the end
+        self.closing = True
+        for lane in list(self._lanes):
+            lane.abort_if_idle()  # between requests: nothing is lost; the lane sees the end
         handlers = set(self._handlers)
         if handlers:
             _, pending = await asyncio.wait(handlers, timeout=self.settings.drain_timeout)
@@ -217,29 +220,20 @@ class FrontEnd:
         task.add_done_callback(self._handlers.discard)
 
     async def _on_connection(self, conn: CallerConnection) -> None:
-        task = asyncio.current_task()
-        assert task is not None
         try:
-            await self._serve(Caller(conn), conn, task)
+            await self._serve(Caller(conn), conn)
         except Exception:
             log.exception("L7 %s front end: request failed", self.name)
             self._count("error")
             conn.abort()
         finally:
-            self._idle.pop(task, None)
             conn.close()
 
     def _count(self, outcome: str) -> None:
-        counter = self._counters.get(outcome)
-        if counter is None:
-            counter = self._counters[outcome] = REQUESTS.labels(front=self.name, outcome=outcome)
-        counter.inc()
+        tally = self._tally
+        tally[outcome] = tally.get(outcome, 0) + 1
 
     # ---- the lane's host (front_lane.LaneHost) ---------------------------------------------
-
-    @property
-    def closing(self) -> bool:
-        return self._closing
 
     def count(self, outcome: str) -> None:
         self._count(outcome)
@@ -250,15 +244,15 @@ class FrontEnd:
     def release(self, lease: Lease) -> None:
         self._upstreams.release(lease)
 
-    def mark_idle(self, task: asyncio.Task[Any], caller: Caller | None) -> None:
-        if caller is None:
-            self._idle.pop(task, None)
+    def lane_serving(self, lane: Lane, serving: bool) -> None:
+        if serving:
+            self._lanes.add(lane)
         else:
-            self._idle[task] = caller
+            self._lanes.discard(lane)
 
     # ---- serving ---------------------------------------------------------------------------
 
-    async def _serve(self, caller: Caller, conn: CallerConnection, task: asyncio.Task[Any]) -> None:
+    async def _serve(self, caller: Caller, conn: CallerConnection) -> None:
         """Serve the requests of one caller connection: the first one here, the later ones in
         its keep-alive lane, which hands back to this task what needs awaiting."""
         refusal = self._authorise(caller.pipe.get_extra_info("peercert"))
@@ -267,7 +261,7 @@ class FrontEnd:
             return
         if self.settings.max_requests_per_connection < 1:
             return
-        lane = Lane(self, conn, caller, task, self._lane_limits)
+        lane = Lane(self, conn, caller, self._lane_limits)
         try:
             served = 0
             head: RequestHead | Refusal | Attempted | ReadHead | None = await self._next_head(
@@ -283,7 +277,7 @@ class FrontEnd:
                 outcome, keep = await self._one(caller, head)
                 self._count(outcome)
                 served += 1
-                if not keep or self._closing or served >= self.settings.max_requests_per_connection:
+                if not keep or self.closing or served >= self.settings.max_requests_per_connection:
                     return
                 served, head = await lane.serve(served)
         finally:
@@ -340,20 +334,32 @@ class FrontEnd:
     def _authorise(self, peercert: Any) -> Refusal | None:
         if not self.tls:
             return None
-        cn, groups = _subject(peercert)
-        return authorise_caller(cn, groups, self.settings.allowed_callers)
+        cns, orgs = peer_subject(peercert or {})
+        cn = cns[0] if len(cns) == 1 else None
+        return authorise_caller(cn, frozenset(orgs), self.settings.allowed_callers)
 
     def route_now(self, head: RequestHead) -> Route | Refusal | None:
         """The route of `head` when it needs no pod lookup (None when it does)."""
-        want = wanted(head, self.tls)
+        want = self._want(head)
         if isinstance(want, Refusal):
             return want
         if isinstance(want.node, PodRef):
             return None
         return self._planned(want.node, want.port)
 
+    def _want(self, head: RequestHead) -> Wanted | Refusal:
+        key = (head.host, head.target)
+        want = self._wanted.get(key)
+        if want is None:
+            want = wanted(head, self.tls)
+            if len(head.target) <= 512:  # bounded: at most _WANTED_MEMO keys of <= ~1 KiB
+                if len(self._wanted) >= _WANTED_MEMO:
+                    self._wanted.clear()
+                self._wanted[key] = want
+        return want
+
     async def _route(self, head: RequestHead) -> Route | Refusal:
-        want = wanted(head, self.tls)
+        want = self._want(head)
         if isinstance(want, Refusal):
             return want
         node = want.node
@@ -397,16 +403,3 @@ async def _read_head(caller: Caller, limits: HeadLimits) -> bytes:
     raw = bytes(caller.buf[:end])
     del caller.buf[:end]
     return raw
-
-
-def _subject(peercert: dict[str, Any] | None) -> tuple[str | None, frozenset[str]]:
-    """(single CN or None, organisations) of a verified peer certificate."""
-    cns: list[str] = []
-    orgs: set[str] = set()
-    for rdn in (peercert or {}).get("subject", ()):
-        for key, value in rdn:
-            if key == "commonName":
-                cns.append(value)
-            elif key == "organizationName":
-                orgs.add(value)
-    return (cns[0] if len(cns) == 1 else None), frozenset(orgs)

@@ -9,6 +9,8 @@ import os
 import socket
 import struct
 
+from prometheus_client import REGISTRY
+
 from ravend.l7proxy.front_caller import CallerConnection
 from ravend.l7proxy.front_upstream import TunnelPipe
 
@@ -130,6 +132,35 @@ async def test_idle_caller_is_closed_and_caller_close_is_honoured(rig: Rig) -> N
         assert await caller.closed_by_peer(timeout=1.0)
     finally:
         caller.close()
+
+
+async def test_closing_the_front_end_drops_callers_waiting_between_requests(rig: Rig) -> None:
+    """Not after the drain timeout (1 s here): an idle kept caller loses nothing."""
+    caller = await tls_caller(rig)
+    try:
+        for _ in range(3):  # the later ones are the lane's
+            assert (await caller.get(f"edge-3:{rig.tls_port}", "/healthz"))[0].status == 200
+        closing = asyncio.ensure_future(rig.https.close())
+        assert await caller.closed_by_peer(timeout=0.5)
+        await asyncio.wait_for(closing, 1.0)
+    finally:
+        caller.close()
+
+
+async def test_every_kept_request_is_counted_by_outcome(rig: Rig) -> None:
+    def count(outcome: str) -> float:
+        labels = {"front": "https", "outcome": outcome}
+        return REGISTRY.get_sample_value("ravend_l7_requests_total", labels) or 0.0
+
+    ok, not_found = count("ok"), count("404")
+    caller = await tls_caller(rig)
+    try:
+        for _ in range(4):
+            assert (await caller.get(f"edge-2:{rig.tls_port}", "/healthz"))[0].status == 200
+        assert (await caller.get(f"nowhere:{rig.tls_port}", "/healthz"))[0].status == 404
+    finally:
+        caller.close()
+    assert (count("ok") - ok, count("404") - not_found) == (4, 1)
 
 
 async def test_refusal_on_a_kept_connection_closes_it_after_earlier_requests(rig: Rig) -> None:
