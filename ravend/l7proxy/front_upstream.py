@@ -49,7 +49,7 @@ class TunnelPipe:
     def consume(self, consumer: UpstreamConsumer | None) -> None:
         """Deliver to `consumer` from now on (None: the exchange is over)."""
         self._consumer = consumer
-        if consumer is None:
+        if consumer is None and self._paused:  # resume_receiving, without a call per exchange
             self.resume_receiving()
 
     def pause_receiving(self) -> None:
@@ -64,6 +64,8 @@ class TunnelPipe:
 
     def send_nowait(self, data: bytes | memoryview) -> int:
         """What the windows take of `data` now (see `upstream_writable`). Raises TunnelError."""
+        # (Not the stream's bound method stored at __init__, which would save a call per
+        # request: stand-in streams of the front end's tests have no send_nowait.)
         return self.stream.send_nowait(data)
 
     async def write(self, data: bytes) -> None:

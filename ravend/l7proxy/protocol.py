@@ -9,43 +9,44 @@ stream's window only, and never beyond it.
 Faults by the peer in one stream's frame reset that stream; faults that leave the byte stream or
 the shared state in doubt (garbage, connection window overflow, unknown streams) queue a GOAWAY
 and raise RemoteProtocolError, after which the connection is dead.
+
+Small requests make the per-frame Python work a large share of the proxy's CPU, so the DATA
+frame has fast paths here (`send_data`, `_handle_frames`, `acknowledge_received`): the same
+checks inline, falling back to the general code for anything unusual. protocol_inbound holds
+that general receive path; tests/l7proxy/test_fast_paths.py holds the two to the same results.
 """
 
 from __future__ import annotations
 
 from ravend.l7proxy import protocol_frames as F
 from ravend.l7proxy.protocol_errors import LocalProtocolError, RemoteProtocolError
-from ravend.l7proxy.protocol_events import (
-    ConnectionTerminated,
-    DataReceived,
-    Event,
-    GoAwayReceived,
-    PingReceived,
-    PongReceived,
-    SettingsReceived,
-    StreamHalfClosed,
-    StreamOpened,
-    StreamReset,
-    WindowUpdated,
-)
+from ravend.l7proxy.protocol_events import DataReceived, Event
 from ravend.l7proxy.protocol_frames import ErrorCode, FrameType, ProtocolSettings, Target
+from ravend.l7proxy.protocol_inbound import InboundFrames
 from ravend.l7proxy.protocol_state import (
+    RECEIVING,
+    SENDING,
     Role,
     StreamInput,
     StreamRecord,
     StreamState,
-    can_receive,
-    can_send,
 )
 from ravend.l7proxy.protocol_state import next_state as _next_state
 
 __all__ = ["Connection", "Role"]
 
-_SEND_FIN, _RECV_FIN = StreamInput.SEND_FIN, StreamInput.RECV_FIN
+_SEND_FIN = StreamInput.SEND_FIN
+_DATA = int(FrameType.DATA)
+_HEADER_SIZE = F.HEADER_SIZE
+_pack_header = F.HEADER.pack
+_unpack_header = F.HEADER.unpack_from
 
 
-class Connection:
-    """One multiplexed tunnel connection, either end. Not thread-safe; no I/O."""
+class Connection(InboundFrames):
+    """One multiplexed tunnel connection, either end. Not thread-safe; no I/O.
+
+    The API, and the per-frame fast paths (sending and receiving DATA); the general receive
+    path, for every other frame, is the base class (protocol_inbound)."""
 
     def __init__(self, role: Role, settings: ProtocolSettings | None = None) -> None:
         self.role = role
@@ -64,8 +65,12 @@ class Connection:
         """Streams not CLOSED, indexed by "opened by us" (False: by the peer, True: by us)."""
         # Until the peer's HELLO says otherwise, it has granted us nothing.
         self._send_window = 0
+        self._peer_max_frame = F.MIN_FRAME_SIZE
         self._recv_window = self.local_settings.connection_window
         self._conn_to_grant = 0
+        # Window updates are batched: one per quarter window consumed (see acknowledge_received).
+        self._stream_grant_at = self.local_settings.initial_window // 4
+        self._conn_grant_at = self.local_settings.connection_window // 4
 
     # ---- introspection -------------------------------------------------------------------
 
@@ -76,7 +81,7 @@ class Connection:
     def send_window(self, stream_id: int) -> int:
         """How many bytes `send_data` would take right now on this stream."""
         stream = self._streams.get(stream_id)
-        if stream is None or not can_send(stream.state):
+        if stream is None or stream.state not in SENDING:
             return 0
         return min(stream.send_window, self._send_window)
 
@@ -133,6 +138,27 @@ class Connection:
 
     def send_data(self, stream_id: int, data: bytes | bytearray | memoryview) -> int:
         """Queue as much of `data` as the windows allow; return how many bytes were taken."""
+        stream = self._streams.get(stream_id)
+        size = len(data)
+        # The common case inline, as it runs for every DATA frame: an open stream, and all of
+        # `data` fits both windows and one frame. Anything else takes the general path.
+        if (
+            stream is not None
+            and 0 < size <= stream.send_window
+            and size <= self._send_window
+            and size <= self._peer_max_frame
+            and stream.state in SENDING
+            and not self.closed
+        ):
+            stream.send_window -= size
+            self._send_window -= size
+            whole = data if isinstance(data, bytes) else bytes(data)
+            self._out += (_pack_header(size, _DATA, 0, stream_id), whole)
+            return size
+        return self._send_data_split(stream_id, data)
+
+    def _send_data_split(self, stream_id: int, data: bytes | bytearray | memoryview) -> int:
+        """`send_data` in general: partly (a window is short), or in several frames."""
         stream = self._sendable(stream_id)
         taken = min(len(data), stream.send_window, self._send_window)
         if taken == 0:
@@ -140,10 +166,6 @@ class Connection:
         stream.send_window -= taken
         self._send_window -= taken
         size = self._peer_max_frame
-        if taken == len(data) <= size:  # the common case: one frame, no slicing
-            whole = data if isinstance(data, bytes) else bytes(data)
-            self._out += (F.HEADER.pack(taken, FrameType.DATA, 0, stream_id), whole)
-            return taken
         view = memoryview(data)
         # Slices of immutable bytes can be queued as views (one copy less, in the final join);
         # a mutable buffer must be copied now, since the caller may reuse it.
@@ -151,33 +173,38 @@ class Connection:
         for start in range(0, taken, size):
             piece = view[start : min(start + size, taken)]
             chunk = piece if immutable else bytes(piece)
-            self._out += (F.encode_header(len(chunk), FrameType.DATA, 0, stream_id), chunk)
+            self._out += (_pack_header(len(chunk), _DATA, 0, stream_id), chunk)
         return taken
 
-    def acknowledge_received(self, stream_id: int, count: int) -> None:
+    def acknowledge_received(self, stream_id: int, count: int) -> bool:
         """The consumer has used `count` bytes of the stream: reopen the windows by as much.
+        Returns whether that queued a WINDOW_UPDATE (something for `data_to_send`).
 
         Bytes of a stream that was reset were already returned to the connection window, so
         acknowledging them afterwards is a harmless no-op.
         """
-        if count < 0:
-            raise LocalProtocolError("cannot acknowledge a negative count")
         stream = self._streams.get(stream_id)
-        if stream is None or count == 0:
-            return
+        if stream is None or count <= 0:
+            if count < 0:
+                raise LocalProtocolError("cannot acknowledge a negative count")
+            return False
         if count > stream.unacked:
             raise LocalProtocolError(f"stream {stream_id}: acknowledging more than received")
         stream.unacked -= count
         stream.to_grant += count
-        # Batch updates so a stream of small reads costs one WINDOW_UPDATE per quarter window.
-        if can_receive(stream.state) and stream.to_grant >= self.local_settings.initial_window // 4:
-            stream.recv_window += stream.to_grant
-            self._out.append(
-                F.encode_frame(FrameType.WINDOW_UPDATE, stream_id, F.encode_u32(stream.to_grant))
-            )
-            stream.to_grant = 0
-        self._credit_connection(count)
-        self._forget_if_done(stream_id, stream)
+        self._conn_to_grant += count
+        # Batched so that a stream of small reads costs one WINDOW_UPDATE per quarter window:
+        # most calls end after these two comparisons (this runs for every DATA frame).
+        queued = False
+        if stream.to_grant >= self._stream_grant_at and stream.state in RECEIVING:
+            self._grant_stream(stream_id, stream)
+            queued = True
+        if self._conn_to_grant >= self._conn_grant_at and not self.closed:
+            self._grant_connection()
+            queued = True
+        if stream.state is StreamState.CLOSED and not stream.unacked:
+            del self._streams[stream_id]
+        return queued
 
     def half_close(self, stream_id: int) -> None:
         stream = self._stream_for_local(stream_id)
@@ -221,216 +248,67 @@ class Connection:
         events: list[Event] = []
         if self.closed:
             return events
+        reader = self._reader
         try:
-            self._handle_all(data, events)
+            with memoryview(data) as view:
+                pos = self._complete_partial(view, events) if reader.partial else 0
+                end = len(view)
+                if pos < end and not self.closed:
+                    pos = self._handle_frames(view, pos, events)
+                    if pos < end and not self.closed:
+                        reader.keep(view[pos:])
         except RemoteProtocolError as exc:
             self.go_away(exc.code or ErrorCode.PROTOCOL_ERROR, str(exc))
-            self._reader.clear()
+            reader.clear()
             exc.events_before = list(events)
             raise
         return events
 
-    def _handle_all(self, data: bytes | bytearray | memoryview, events: list[Event]) -> None:
-        for ftype, flags, sid, payload, _ in self._reader.frames(data, self._expect_hello):
-            self._handle(ftype, flags, sid, payload, events)
+    def _complete_partial(self, view: memoryview, events: list[Event]) -> int:
+        """Complete the frame the last chunk left incomplete; return the bytes used (all of
+        `view` while the frame is still incomplete)."""
+        used, frame = self._reader.complete(view, self.remote_settings is None)
+        if frame is not None:
+            self._handle(frame[0], frame[1], frame[2], frame[3], events)
+        return used
+
+    def _handle_frames(self, view: memoryview, pos: int, events: list[Event]) -> int:
+        """Handle the complete frames of `view` from `pos`; return where the rest starts.
+
+        A DATA frame that an open stream's windows admit is handled inline, in this loop: the
+        same checks and bookkeeping as parse_frame and _on_data, without their calls (the
+        per-frame cost that dominates small requests). Every other frame takes the general
+        path, which also raises the errors. A GOAWAY with an error ends the loop: the rest
+        is not looked at.
+        """
+        end = len(view)
+        limit = self._reader.max_frame_size
+        streams = self._streams
+        while end - pos >= _HEADER_SIZE:
+            length, ftype, flags, sid = _unpack_header(view, pos)
+            stop = pos + _HEADER_SIZE + length
+            if (
+                ftype == _DATA
+                and stop <= end
+                and 0 < length <= limit
+                and length <= self._recv_window
+                and (stream := streams.get(sid)) is not None
+                and length <= stream.recv_window
+                and stream.state in RECEIVING
+                and self.remote_settings is not None  # else: DATA before HELLO, a fault
+            ):
+                self._recv_window -= length
+                stream.recv_window -= length
+                stream.unacked += length
+                # The one copy: the payload must outlive a reused receive buffer.
+                events.append(DataReceived(sid, bytes(view[pos + _HEADER_SIZE : stop])))
+                pos = stop
+                continue
+            frame = F.parse_frame(view, pos, limit, self.remote_settings is None)
+            if frame is None:
+                return pos
+            self._handle(ftype, flags, sid, frame[3], events)
             if self.closed:
-                return  # a GOAWAY with an error: the rest is not looked at
-
-    def _expect_hello(self) -> bool:
-        return self.remote_settings is None
-
-    def _handle(self, ftype: int, flags: int, sid: int, payload: bytes, ev: list[Event]) -> None:
-        if ftype == FrameType.DATA:
-            self._on_data(sid, payload, ev)
-        elif ftype == FrameType.WINDOW_UPDATE:
-            self._on_window_update(sid, payload, ev)
-        elif ftype == FrameType.OPEN:
-            self._on_open(sid, flags, payload, ev)
-        elif ftype == FrameType.HALF_CLOSE:
-            self._on_half_close(sid, payload, ev)
-        elif ftype == FrameType.RESET:
-            code, reason = F.decode_reset(payload)
-            stream = self._known_stream(sid)
-            if stream is not None and stream.state is not StreamState.CLOSED:
-                ev.append(StreamReset(sid, code, reason, remote=True))
-            if stream is not None:
-                self._drop(sid)
-        elif ftype in (FrameType.PING, FrameType.PONG):
-            if len(payload) != F.PING_SIZE:
-                raise RemoteProtocolError(
-                    "PING payload must be 8 bytes", ErrorCode.FRAME_SIZE_ERROR
-                )
-            if ftype == FrameType.PING:
-                self._out.append(F.encode_frame(FrameType.PONG, 0, payload))
-                ev.append(PingReceived(payload))
-            else:
-                ev.append(PongReceived(payload))
-        elif ftype == FrameType.GOAWAY:
-            self._on_goaway(payload, ev)
-        else:
-            self._on_hello(payload, ev)
-
-    def _on_hello(self, payload: bytes, ev: list[Event]) -> None:
-        settings = F.decode_hello(payload)
-        self.remote_settings = settings
-        self._send_window = settings.connection_window
-        for stream in self._streams.values():
-            stream.send_window += settings.initial_window
-        ev.append(SettingsReceived(settings))
-
-    def _on_open(self, sid: int, flags: int, payload: bytes, ev: list[Event]) -> None:
-        if self._is_local_id(sid) or sid <= self._highest_remote:
-            raise RemoteProtocolError(f"OPEN with invalid or reused stream id {sid}")
-        self._highest_remote = sid
-        try:
-            target = F.decode_open_payload(payload, flags)
-        except RemoteProtocolError as exc:
-            self._out.append(F.encode_reset(sid, exc.code, str(exc)))
-            return
-        limit = self.local_settings.max_concurrent_streams
-        if self.goaway_sent or self.open_stream_count(local=False) >= limit:
-            self._out.append(F.encode_reset(sid, ErrorCode.REFUSED_STREAM, "stream refused"))
-            return
-        assert self.remote_settings is not None  # guaranteed by _next_frame
-        self._streams[sid] = StreamRecord(
-            StreamState.OPEN,
-            self.remote_settings.initial_window,
-            self.local_settings.initial_window,
-        )
-        self._open[False] += 1
-        ev.append(StreamOpened(sid, target))
-
-    def _on_data(self, sid: int, payload: bytes, ev: list[Event]) -> None:
-        size = len(payload)
-        if size > self._recv_window:
-            raise RemoteProtocolError("connection window exceeded", ErrorCode.FLOW_CONTROL_ERROR)
-        self._recv_window -= size
-        stream = self._known_stream(sid)
-        if stream is None or not can_receive(stream.state) or size > stream.recv_window:
-            # Nobody will consume these bytes: give them back to the connection at once.
-            self._credit_connection(size)
-            if stream is not None:
-                code = ErrorCode.STREAM_CLOSED
-                if can_receive(stream.state):
-                    code = ErrorCode.FLOW_CONTROL_ERROR
-                self._stream_error(sid, code, "DATA beyond window or after FIN", ev)
-            return
-        if size:
-            stream.recv_window -= size
-            stream.unacked += size
-            ev.append(DataReceived(sid, payload))
-
-    def _on_window_update(self, sid: int, payload: bytes, ev: list[Event]) -> None:
-        increment = F.decode_u32(payload, "WINDOW_UPDATE")
-        if sid == 0:
-            self._send_window += increment
-            if increment == 0 or self._send_window > F.MAX_WINDOW:
-                raise RemoteProtocolError(
-                    "bad connection WINDOW_UPDATE", ErrorCode.FLOW_CONTROL_ERROR
-                )
-            ev.append(WindowUpdated(0, increment))
-            return
-        stream = self._known_stream(sid)
-        if stream is None:
-            return
-        stream.send_window += increment
-        if increment == 0 or stream.send_window > F.MAX_WINDOW:
-            self._stream_error(sid, ErrorCode.FLOW_CONTROL_ERROR, "bad WINDOW_UPDATE", ev)
-        elif can_send(stream.state):
-            ev.append(WindowUpdated(sid, increment))
-
-    def _on_half_close(self, sid: int, payload: bytes, ev: list[Event]) -> None:
-        stream = self._known_stream(sid)
-        if stream is None:
-            return
-        if payload:
-            self._stream_error(sid, ErrorCode.FRAME_SIZE_ERROR, "HALF_CLOSE with payload", ev)
-            return
-        try:
-            self._set_state(sid, stream, _next_state(sid, stream.state, _RECV_FIN))
-        except RemoteProtocolError as exc:
-            self._stream_error(sid, exc.code, str(exc), ev)
-            return
-        ev.append(StreamHalfClosed(sid))
-        self._forget_if_done(sid, stream)
-
-    def _on_goaway(self, payload: bytes, ev: list[Event]) -> None:
-        last, code, reason = F.decode_goaway(payload)
-        self.goaway_received = (
-            last if self.goaway_received is None else min(last, self.goaway_received)
-        )
-        ev.append(GoAwayReceived(last, code, reason))
-        for sid in [s for s in self._streams if self._is_local_id(s) and s > last]:
-            ev.append(StreamReset(sid, ErrorCode.REFUSED_STREAM, "not processed before GOAWAY"))
-            self._drop(sid)
-        if code != ErrorCode.NO_ERROR:
-            for sid, stream in self._streams.items():
-                if stream.state is not StreamState.CLOSED:
-                    ev.append(StreamReset(sid, code, reason))
-            ev.append(ConnectionTerminated(code, reason))
-            self.closed = True
-            self._forget_all()
-
-    # ---- helpers -------------------------------------------------------------------------
-
-    @property
-    def _peer_max_frame(self) -> int:
-        return self.remote_settings.max_frame_size if self.remote_settings else F.MIN_FRAME_SIZE
-
-    def _is_local_id(self, sid: int) -> bool:
-        return (sid % 2 == 1) == (self.role is Role.CLIENT)
-
-    def _known_stream(self, sid: int) -> StreamRecord | None:
-        """The stream, or None if it existed once; a never-opened id is a connection fault."""
-        stream = self._streams.get(sid)
-        if stream is None:
-            seen = sid < self._next_id if self._is_local_id(sid) else sid <= self._highest_remote
-            if not seen:
-                raise RemoteProtocolError(f"frame for idle stream {sid}")
-        return stream
-
-    def _sendable(self, sid: int) -> StreamRecord:
-        stream = self._stream_for_local(sid)
-        if not can_send(stream.state):
-            raise LocalProtocolError(f"stream {sid} is {stream.state.name}; cannot send")
-        return stream
-
-    def _stream_for_local(self, sid: int) -> StreamRecord:
-        stream = self._streams.get(sid)
-        if stream is None or self.closed:
-            raise LocalProtocolError(f"stream {sid} is not open")
-        return stream
-
-    def _stream_error(self, sid: int, code: int, reason: str, ev: list[Event]) -> None:
-        self._out.append(F.encode_reset(sid, code, reason))
-        ev.append(StreamReset(sid, code, reason, remote=False))
-        self._drop(sid)
-
-    def _set_state(self, sid: int, stream: StreamRecord, state: StreamState) -> None:
-        if state is StreamState.CLOSED and stream.state is not StreamState.CLOSED:
-            self._open[self._is_local_id(sid)] -= 1
-        stream.state = state
-
-    def _forget_all(self) -> None:
-        self._streams.clear()
-        self._open = [0, 0]
-
-    def _drop(self, sid: int) -> None:
-        stream = self._streams.pop(sid)
-        if stream.state is not StreamState.CLOSED:
-            self._open[self._is_local_id(sid)] -= 1
-        # Unread bytes of a dead stream will never be acknowledged: release them now.
-        self._credit_connection(stream.unacked)
-
-    def _forget_if_done(self, sid: int, stream: StreamRecord) -> None:
-        if stream.state is StreamState.CLOSED and stream.unacked == 0:
-            del self._streams[sid]
-
-    def _credit_connection(self, count: int) -> None:
-        self._conn_to_grant += count
-        if self._conn_to_grant >= self.local_settings.connection_window // 4 and not self.closed:
-            self._recv_window += self._conn_to_grant
-            self._out.append(
-                F.encode_frame(FrameType.WINDOW_UPDATE, 0, F.encode_u32(self._conn_to_grant))
-            )
-            self._conn_to_grant = 0
+                return end
+            pos = stop
+        return pos

@@ -24,7 +24,6 @@ than by waiting forever for 16 MiB that never come.
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -257,42 +256,30 @@ def frame_end(buf: bytes | bytearray | memoryview, pos: int) -> int:
 
 
 class FrameReader:
-    """Cuts received chunks into frames. Complete frames are parsed straight out of the chunk
-    (one copy: the payload); only the tail of an incomplete frame is kept for the next one."""
+    """Keeps the tail of a frame split across received chunks. Complete frames are parsed
+    straight out of each chunk by the caller (one copy: the payload); only an incomplete
+    frame's bytes are kept here, in `partial`, until the chunks that complete it arrive."""
 
     def __init__(self, max_frame_size: int) -> None:
-        self._max = max_frame_size
-        self._buf = bytearray()
+        self.max_frame_size = max_frame_size
+        self.partial = bytearray()
+        """Bytes of the frame that the last chunk left incomplete (empty: none)."""
 
     def clear(self) -> None:
-        self._buf.clear()
+        self.partial.clear()
 
-    def frames(
-        self, data: bytes | bytearray | memoryview, expect_hello: Callable[[], bool]
-    ) -> Iterator[Frame]:
-        """The frames `data` completes. `expect_hello` is asked before each frame (the first
-        frame must be HELLO). Stop iterating early and the rest of `data` is dropped."""
-        with memoryview(data) as view:
-            pos = 0
-            if self._buf:
-                pos, frame = self._complete_partial(view, expect_hello)
-                if frame is not None:
-                    yield frame
-            while frame := parse_frame(view, pos, self._max, expect_hello()):
-                pos = frame[4]
-                yield frame
-            if pos < len(view):
-                self._buf += view[pos:]
+    def keep(self, tail: memoryview) -> None:
+        """Keep the start of an incomplete frame (the end of a chunk) for `complete`."""
+        self.partial += tail
 
-    def _complete_partial(
-        self, view: memoryview, expect_hello: Callable[[], bool]
-    ) -> tuple[int, Frame | None]:
+    def complete(self, view: memoryview, expect_hello: bool) -> tuple[int, Frame | None]:
         """Top up the kept partial frame from `view`; (bytes used, the frame once whole).
 
         Only the bytes that frame still lacks are copied, so a large read that completes a
-        frame does not drag the frames behind it through the buffer too.
+        frame does not drag the frames behind it through the buffer too. While the frame is
+        still incomplete, all of `view` was used.
         """
-        buf = self._buf
+        buf = self.partial
         used = 0
         if len(buf) < HEADER_SIZE:
             used = min(HEADER_SIZE - len(buf), len(view))
@@ -300,12 +287,12 @@ class FrameReader:
             if len(buf) < HEADER_SIZE:
                 return used, None
         # Judges the header even while the payload is incomplete (garbage fails at once).
-        frame = parse_frame(buf, 0, self._max, expect_hello())
+        frame = parse_frame(buf, 0, self.max_frame_size, expect_hello)
         if frame is None:
             more = min(frame_end(buf, 0) - len(buf), len(view) - used)
             buf += view[used : used + more]
             used += more
-            frame = parse_frame(buf, 0, self._max, expect_hello())
+            frame = parse_frame(buf, 0, self.max_frame_size, expect_hello)
         if frame is not None:
             buf.clear()
         return used, frame

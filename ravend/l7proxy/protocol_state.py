@@ -72,17 +72,18 @@ def next_state(stream_id: int, state: StreamState, event: StreamInput) -> Stream
 
 
 # Derived from the table once. Tuples, not sets: membership tests identity first, while
-# hashing an Enum member runs Python code (these checks run for every DATA frame).
-_SENDING = tuple(s for s in StreamState if (s, _I.SEND_DATA) in TRANSITIONS)
-_RECEIVING = tuple(s for s in StreamState if (s, _I.RECV_DATA) in TRANSITIONS)
+# hashing an Enum member runs Python code. Public so that the per-DATA-frame fast paths test
+# `state in SENDING` inline instead of paying a call to can_send.
+SENDING = tuple(s for s in StreamState if (s, _I.SEND_DATA) in TRANSITIONS)
+RECEIVING = tuple(s for s in StreamState if (s, _I.RECV_DATA) in TRANSITIONS)
 
 
 def can_send(state: StreamState) -> bool:
-    return state in _SENDING
+    return state in SENDING
 
 
 def can_receive(state: StreamState) -> bool:
-    return state in _RECEIVING
+    return state in RECEIVING
 
 
 class Role(Enum):

@@ -63,6 +63,8 @@ class TunnelSession:
         self.going_away = asyncio.Event()
         """Set when either side sent GOAWAY or the session ended: open new streams elsewhere."""
         self.closed = asyncio.Event()
+        self._over = False
+        """Whether `closed` is set, as a plain attribute: the per-frame paths test it."""
         self._transport = transport
         self._settings = settings
         self._handler = handler
@@ -99,7 +101,7 @@ class TunnelSession:
 
     def open_stream(self, target: Target) -> Stream:
         """Open a stream to `target` on the peer. Raises TunnelError if the tunnel cannot."""
-        if self.closed.is_set() or not self.conn.can_open_stream:
+        if self._over or not self.conn.can_open_stream:
             raise TunnelError(f"tunnel to {self.name} cannot take new streams now")
         try:
             stream_id = self.conn.open_stream(target)
@@ -112,7 +114,7 @@ class TunnelSession:
 
     def go_away(self, reason: str = "shutting down") -> None:
         """Refuse new streams; let the open ones finish within `drain_timeout`."""
-        if not self.closed.is_set() and not self.conn.goaway_sent:
+        if not self._over and not self.conn.goaway_sent:
             self.conn.go_away(ErrorCode.NO_ERROR, reason)
             self._flush()
             self._start_drain()
@@ -121,39 +123,47 @@ class TunnelSession:
         """End the session now, dropping whatever is not sent yet."""
         log.info("tunnel %s: aborting: %s", self.name, reason)
         self._transport.abort()
-        self.closed.set()
+        self._close()
 
     def _end(self, reason: str) -> None:
         # Graceful: run() closes the transport, which first sends what is queued (the last
         # stream's tail and FIN must reach the peer).
         log.info("tunnel %s: closing: %s", self.name, reason)
+        self._close()
+
+    def _close(self) -> None:
+        self._over = True
         self.closed.set()
 
     # ---- called by streams --------------------------------------------------------------
 
     def _send(self, stream_id: int, data: bytes | bytearray | memoryview) -> int:
-        if self.closed.is_set():
+        # Runs for every DATA frame sent: _flush is inlined.
+        if self._over:
             raise TunnelClosed(f"tunnel to {self.name} closed")
+        conn = self.conn
         try:
-            taken = self.conn.send_data(stream_id, data)
+            taken = conn.send_data(stream_id, data)
         except LocalProtocolError as exc:
             raise StreamResetError(ErrorCode.STREAM_CLOSED, str(exc)) from None
         if taken < len(data):
             self._blocked.add(self._streams[stream_id])
-        self._flush()
+        parts = conn.data_to_send_parts()
+        if parts:
+            self._transport.write(parts)
         return taken
 
     async def _drain(self) -> None:
         await self._transport.drain()
 
     def _consumed(self, stream_id: int, count: int) -> None:
-        if not self.closed.is_set():
-            self.conn.acknowledge_received(stream_id, count)
+        # Consuming never finishes a stream (only EOF, FIN and resets do, and each of those
+        # forgets it): nothing to forget here. Most acknowledgements queue nothing to send.
+        if not self._over and self.conn.acknowledge_received(stream_id, count):
             self._flush()
-            self._forget_if_finished(stream_id)
 
     def _half_close(self, stream_id: int) -> None:
-        if self.closed.is_set():
+        if self._over:
             raise TunnelClosed(f"tunnel to {self.name} closed")
         try:
             self.conn.half_close(stream_id)
@@ -163,7 +173,7 @@ class TunnelSession:
         self._forget_if_finished(stream_id)
 
     def _reset(self, stream_id: int, code: int, reason: str) -> None:
-        if not self.closed.is_set():
+        if not self._over:
             self.conn.reset(stream_id, code, reason)
             self._flush()
         self._forget(stream_id)
@@ -184,31 +194,37 @@ class TunnelSession:
         try:
             await self._transport.run(self._on_bytes)
         finally:
-            self.closed.set()
+            self._close()
 
     def _on_bytes(self, data: memoryview) -> None:
-        """Called by the transport for each chunk received (no task per chunk or frame)."""
-        if self.closed.is_set():
+        """Called by the transport for each chunk received (no task per chunk or frame).
+        What the events queue to send (window updates, PONGs) goes out in one write."""
+        if self._over:
             return  # late bytes while run() winds down: its TaskGroup takes no handlers now
         self._last_recv = time.monotonic()
+        conn = self.conn
         try:
-            events = self.conn.receive_data(data)
+            events = conn.receive_data(data)
         except RemoteProtocolError as exc:
             log.warning("tunnel %s: peer broke the protocol: %s", self.name, exc)
             self._dispatch(exc.events_before)  # type: ignore[arg-type]
             self._flush()  # the GOAWAY that explains it
-            self.closed.set()
+            self._close()
             return
         self._dispatch(events)
-        self._flush()
-        if self.conn.closed:
-            self.closed.set()
+        parts = conn.data_to_send_parts()
+        if parts:
+            self._transport.write(parts)
+        if conn.closed:
+            self._close()
 
     def _dispatch(self, events: list[Event]) -> None:
         for event in events:
             if isinstance(event, DataReceived):
+                # What a stream consumed at once (or drops) is acknowledged here, not through
+                # _consumed: any WINDOW_UPDATE joins the write at the end of _on_bytes.
                 stream = self._streams.get(event.stream_id)
-                if stream is None or not stream._feed(event.data):
+                if stream is None or stream._feed(event.data):
                     self.conn.acknowledge_received(event.stream_id, len(event.data))
             elif isinstance(event, WindowUpdated):
                 self._wake_writers(event.stream_id)
@@ -232,7 +248,7 @@ class TunnelSession:
                 log.info("tunnel %s: peer going away: %s", self.name, event.reason)
                 self._start_drain()
             elif isinstance(event, ConnectionTerminated):
-                self.closed.set()
+                self._close()
 
     def _accept(self, stream_id: int, target: Target) -> None:
         if self._handler is None or self._group is None:
@@ -299,7 +315,7 @@ class TunnelSession:
             self._flush()
 
     def _shutdown(self, reason: str) -> None:
-        self.closed.set()
+        self._close()
         self.going_away.set()
         streams, self._streams = list(self._streams.values()), {}
         for stream in streams:

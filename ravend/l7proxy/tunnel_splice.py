@@ -79,8 +79,18 @@ class SocketLink(asyncio.Protocol):
         self._tls = transport.get_extra_info("sslcontext") is not None
         set_nodelay(transport)
 
-    def data_received(self, data: bytes) -> None:
-        self._to_stream(data)
+    def data_received(self, data: bytes | memoryview) -> None:
+        # Straight into the stream (also the rest of a partly taken chunk, from
+        # stream_writable): the edge's send path per response, so no helper call.
+        try:
+            taken = self._stream.send_nowait(data)
+        except TunnelError as exc:
+            self._finish(exc)
+            return
+        if taken < len(data):
+            self._pending = memoryview(data)[taken:]
+            if self._transport is not None and not self._transport.is_closing():
+                self._transport.pause_reading()
 
     def eof_received(self) -> bool:
         self._socket_eof = True
@@ -136,22 +146,11 @@ class SocketLink(asyncio.Protocol):
             return
         if self._transport is not None and not self._transport.is_closing():
             self._transport.resume_reading()
-        self._to_stream(pending)
+        self.data_received(pending)
         if self._pending is None and self._socket_eof:
             self._pass_socket_eof()
 
     # ---- internals ----------------------------------------------------------------------
-
-    def _to_stream(self, data: bytes | memoryview) -> None:
-        try:
-            taken = self._stream.send_nowait(data)
-        except TunnelError as exc:
-            self._finish(exc)
-            return
-        if taken < len(data):
-            self._pending = memoryview(data)[taken:]
-            if self._transport is not None and not self._transport.is_closing():
-                self._transport.pause_reading()
 
     def _pass_socket_eof(self) -> None:
         if not self._socket_eof_sent:

@@ -241,16 +241,23 @@ class Stream:
     # ---- called by the session ---------------------------------------------------------
 
     def _feed(self, data: bytes) -> bool:
-        """Buffer data; False if the stream is discarding (the caller acknowledges it)."""
+        """Take data from the peer. True when it is consumed already (given to a sink that is
+        not paused) or dropped (discarding, failed): the caller acknowledges it then, in the
+        same receive call, which saves a call back into the session per DATA frame. (Data
+        buffered before `attach` goes through _deliver, which acknowledges it itself.)"""
         if self._discard or self._error is not None:
-            return False
-        if self._sink is not None:
-            self._deliver(data)
             return True
-        self._buf.append(data)
-        self._buffered += len(data)
-        _wake(self._read_waiter)
-        return True
+        sink = self._sink
+        if sink is None:
+            self._buf.append(data)
+            self._buffered += len(data)
+            _wake(self._read_waiter)
+            return False
+        sink.stream_data(data)
+        if self._held is None:
+            return True  # (if the sink reset the stream meanwhile, acknowledging is a no-op)
+        self._held += len(data)
+        return False
 
     def _feed_eof(self) -> None:
         self._eof = True
