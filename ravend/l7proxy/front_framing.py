@@ -125,8 +125,9 @@ class LengthBody:
         return not self.remaining
 
     def feed(self, data: bytes | bytearray | memoryview) -> int:
-        take = min(self.remaining, len(data))
-        self.remaining -= take
+        remaining, size = self.remaining, len(data)
+        take = remaining if remaining < size else size  # min() without the builtin call
+        self.remaining = remaining - take
         return take
 
 
@@ -143,24 +144,25 @@ class UntilClose:
 Body = ChunkedBody | LengthBody | UntilClose
 
 
-def _content_length(values: list[str]) -> int | None:
+def _content_length(values: tuple[str, ...]) -> int | None:
     """The one Content-Length of a message (identical repeats allowed, as in Go)."""
-    lengths = {v.strip() for v in values}
-    if len(lengths) != 1:
+    text = values[0].strip()
+    if len(values) > 1 and any(v.strip() != text for v in values):
         return None
-    (text,) = lengths
-    return int(text) if text.isdigit() and len(text) <= 18 else None
+    # ASCII digits only: "²" passes `str.isdigit` and then makes `int` raise.
+    return int(text) if text.isdigit() and text.isascii() and len(text) <= 18 else None
 
 
 def request_body(head: RequestHead) -> Body | None:
     """The framing of a request's body; None when it cannot be framed for keep-alive."""
-    codings = head.tokens("transfer-encoding")
-    if head.get_all("transfer-encoding"):
+    fields = head.by_name
+    codings = fields.get("transfer-encoding")
+    if codings:
         # Only exactly "chunked" (what Go's server accepts); gzip,chunked etc. stay one-shot.
-        if codings != {"chunked"} or len(head.get_all("transfer-encoding")) != 1:
+        if len(codings) != 1:
             return None
-        return ChunkedBody()
-    values = head.get_all("content-length")
+        return ChunkedBody() if head.tokens("transfer-encoding") == {"chunked"} else None
+    values = fields.get("content-length")
     if not values:
         return LengthBody(0)
     length = _content_length(values)
@@ -171,10 +173,12 @@ def response_body(method: str, head: ResponseHead) -> Body:
     """RFC 9112 6.3 for a final (non-1xx) response to `method`."""
     if method == "HEAD" or head.status in (204, 304):
         return LengthBody(0)
-    encodings = [t.strip().lower() for v in head.get_all("transfer-encoding") for t in v.split(",")]
-    if encodings:
-        return ChunkedBody() if encodings[-1] == "chunked" else UntilClose()
-    values = head.get_all("content-length")
+    codings = head.by_name.get("transfer-encoding")
+    if codings:
+        # Chunked only when it is the last coding applied (an empty last token is not).
+        last = codings[-1].rpartition(",")[2]
+        return ChunkedBody() if last.strip().lower() == "chunked" else UntilClose()
+    values = head.by_name.get("content-length")
     if values:
         length = _content_length(values)
         return UntilClose() if length is None else LengthBody(length)
@@ -220,15 +224,19 @@ class ResponseFramer:
         return allows_reuse(head.version, head.tokens("connection"))
 
     def feed(self, data: bytes | bytearray | memoryview) -> int:
+        body = self.body
+        if body is not None:
+            return body.feed(data)  # past the head: only the body counts
         pos = 0
-        while self.body is None and not self.upgraded:
+        while not self.upgraded:
             got = self._feed_head(data, pos)
             if got is None:
                 return len(data)
             pos = got
-        if self.body is None or pos == len(data):
-            return pos
-        return pos + self.body.feed(data[pos:] if pos else data)
+            body = self.body
+            if body is not None:
+                return pos if pos == len(data) else pos + body.feed(data[pos:])
+        return pos
 
     def _feed_head(self, data: bytes | bytearray | memoryview, pos: int) -> int | None:
         """Consume head bytes from `pos`; the position after a complete head, else None."""
