@@ -115,19 +115,18 @@ class ChunkedBody:
 class LengthBody:
     """A body of exactly `length` bytes."""
 
-    __slots__ = ("remaining",)
+    __slots__ = ("done", "remaining")
 
     def __init__(self, length: int) -> None:
         self.remaining = length
-
-    @property
-    def done(self) -> bool:
-        return not self.remaining
+        self.done = not length
+        """An attribute kept by `feed`, not a property: it is read several times per request."""
 
     def feed(self, data: bytes | bytearray | memoryview) -> int:
         remaining, size = self.remaining, len(data)
         take = remaining if remaining < size else size  # min() without the builtin call
-        self.remaining = remaining - take
+        self.remaining = remaining = remaining - take
+        self.done = not remaining
         return take
 
 
@@ -200,7 +199,7 @@ class ResponseFramer:
     tracking with `upgraded`: what follows is not HTTP.
     """
 
-    __slots__ = ("_buf", "_limits", "body", "head", "method", "upgraded")
+    __slots__ = ("_buf", "_limits", "body", "done", "head", "method", "upgraded")
 
     def __init__(self, method: str, limits: HeadLimits = DEFAULT_LIMITS) -> None:
         self.method = method
@@ -208,12 +207,10 @@ class ResponseFramer:
         """The final response head once it arrived (interim 1xx heads are passed over)."""
         self.body: Body | None = None
         self.upgraded = False
+        self.done = False
+        """Upgraded, or the body is complete: kept by `feed` (read several times per request)."""
         self._limits = limits
         self._buf = bytearray()
-
-    @property
-    def done(self) -> bool:
-        return self.upgraded or (self.body is not None and self.body.done)
 
     @property
     def reusable(self) -> bool:
@@ -226,7 +223,16 @@ class ResponseFramer:
     def feed(self, data: bytes | bytearray | memoryview) -> int:
         body = self.body
         if body is not None:
-            return body.feed(data)  # past the head: only the body counts
+            used = body.feed(data)  # past the head: only the body counts
+            self.done = body.done
+            return used
+        used = self._feed_heads(data)
+        body = self.body
+        self.done = self.upgraded or (body is not None and body.done)
+        return used
+
+    def _feed_heads(self, data: bytes | bytearray | memoryview) -> int:
+        """Consume interim and final heads, then what of the body is in `data`."""
         pos = 0
         while not self.upgraded:
             got = self._feed_head(data, pos)

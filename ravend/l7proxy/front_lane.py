@@ -166,8 +166,13 @@ class Lane:
         self._host.lane_serving(self, on)
 
     def _on_caller_data(self) -> None:
+        # The next request's bytes: `_guarded(self._wake)` written out, as it runs per request.
         if self._idle_since is not None:
-            self._guarded(self._wake)
+            self._idle_since = None
+            try:
+                self._next()
+            except Exception as exc:
+                self._failed(exc)
         # else: a request is in flight; later bytes stay buffered for the next one
 
     def _on_caller_end(self) -> None:
@@ -248,7 +253,10 @@ class Lane:
         return route, body
 
     def _on_response(self, run: Run) -> None:
-        self._guarded(lambda: self._settle(run))
+        try:  # `_guarded`, written out: this runs per request
+            self._settle(run)
+        except Exception as exc:
+            self._failed(exc)
 
     def _settle(self, run: Run) -> None:
         assert self._exchange is not None
@@ -276,9 +284,12 @@ class Lane:
         try:
             step()
         except Exception as exc:
-            self._quiesce(abort=True)
-            if self._done is not None and not self._done.done():
-                self._done.set_exception(exc)
+            self._failed(exc)
+
+    def _failed(self, exc: Exception) -> None:
+        self._quiesce(abort=True)
+        if self._done is not None and not self._done.done():
+            self._done.set_exception(exc)
 
     def _quiesce(self, abort: bool) -> None:
         self._stop_waiting()
