@@ -244,10 +244,13 @@ async def run(
     profile: Path | None = None,
     paced_s: float | None = None,
     variants: bool = False,
+    *,
+    only: frozenset[str] = frozenset(),
 ) -> list[dict[str, Any]]:
     """Every path, `rounds` interleaved rounds; the paced case runs `paced_s` seconds per rate
     on TLS paths and at most 2 s on -plain ones (the TIMEOUT_S budget of `python -m bench`).
-    `variants` adds ravend and the floor on asyncio loops (-asyncio paths)."""
+    `variants` adds ravend and the floor on asyncio loops (-asyncio paths); `only` (when not
+    empty) names the paths measured (to look at a few more closely in the same time)."""
     paced_s = paced_s or (3.0 if quick else 5.0)
     ca = ClusterCA.create()
     cert, key = ca.issue("kube-apiserver-kubelet-client", ["system:masters"], usages=CLIENT_USAGES)
@@ -264,6 +267,7 @@ async def run(
             ssh_tunnel(kport, pport) as ssh,
         ):
             paths, skipped = _paths(kport, pport, ps, ssh)
+            paths = [p for p in paths if not only or p.name in only]
             for path in paths:
                 path.kubelet_pid = kubelet
                 if not path.name.endswith("-plain"):
@@ -411,11 +415,21 @@ if __name__ == "__main__":
     parser.add_argument(
         "--asyncio-variants", action="store_true", help="also ravend and the floor on asyncio"
     )
+    parser.add_argument(
+        "--only", default="", help="comma-separated path names to measure (default: all)"
+    )
     args = parser.parse_args()
     rounds = 1 if args.quick else args.rounds
     with asyncio.Runner(loop_factory=caller_loop) as runner:
         result = runner.run(
-            run(args.quick, rounds, args.profile, args.paced_seconds, args.asyncio_variants)
+            run(
+                args.quick,
+                rounds,
+                args.profile,
+                args.paced_seconds,
+                args.asyncio_variants,
+                only=frozenset(filter(None, args.only.split(","))),
+            )
         )
     for line in result:
         print(json.dumps({"bench": "l7_proxy", **line}))
