@@ -21,7 +21,7 @@ import socket
 from dataclasses import dataclass
 from typing import Protocol
 
-from ravend.l7proxy.http_head import simple_response
+from ravend.l7proxy.http_reply import simple_response
 from ravend.l7proxy.routing import Refusal
 from ravend.l7proxy.tunnel_stream import Stream, TunnelError
 

@@ -1,4 +1,4 @@
-"""A small, strict HTTP/1.1 message-head parser and writer. Pure, no I/O.
+"""A small, strict HTTP/1.1 message-head parser, and the request-head writer. Pure, no I/O.
 
 The L7 front end routes on the request head only and then splices bytes (environment.md: a
 full HTTP framework per request costs ~8x a byte relay, and cannot hand over the socket after an
@@ -12,7 +12,8 @@ the regex refuses goes through the per-line path, which decides as before and sa
 the regex accepts only what that path accepts (tests/l7_front/test_http_head_fast.py).
 
 Errors carry the HTTP status to answer with (400, 414, 431, 505). The same code parses response
-heads for the front end's framer, the fake kubelet client and the benchmarks.
+heads for the front end's framer, the fake kubelet client and the benchmarks; the responses the
+proxy writes itself are in http_reply.
 """
 
 from __future__ import annotations
@@ -380,37 +381,3 @@ def for_upstream(head: RequestHead, keep_alive: bool = False) -> RequestHead:
     if keep_alive:
         return RequestHead(head.method, head.target, head.version, kept)
     return RequestHead(head.method, head.target, head.version, (*kept, ("Connection", "close")))
-
-
-REASONS = {
-    101: "Switching Protocols",
-    200: "OK",
-    400: "Bad Request",
-    403: "Forbidden",
-    404: "Not Found",
-    408: "Request Timeout",
-    414: "URI Too Long",
-    431: "Request Header Fields Too Large",
-    500: "Internal Server Error",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-    504: "Gateway Timeout",
-    505: "HTTP Version Not Supported",
-}
-
-
-def render_response_head(status: int, headers: Headers = (), reason: str | None = None) -> bytes:
-    lines = [f"HTTP/1.1 {status} {reason or REASONS.get(status, 'Status')}"]
-    lines += [f"{name}: {value}" for name, value in headers]
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-
-
-def simple_response(status: int, message: str, headers: Headers = ()) -> bytes:
-    """A complete short text response that closes the connection (errors and refusals)."""
-    body = (message.rstrip("\n") + "\n").encode()
-    base: Headers = (
-        ("Content-Type", "text/plain; charset=utf-8"),
-        ("Content-Length", str(len(body))),
-        ("Connection", "close"),
-    )
-    return render_response_head(status, base + headers) + body
