@@ -224,19 +224,17 @@ class FrontEnd:
             await self._serve(Caller(conn), conn)
         except Exception:
             log.exception("L7 %s front end: request failed", self.name)
-            self._count("error")
+            self.count("error")
             conn.abort()
         finally:
             conn.close()
 
-    def _count(self, outcome: str) -> None:
+    def count(self, outcome: str) -> None:
+        """Count one request by outcome (also the lane's, front_lane.LaneHost)."""
         tally = self._tally
         tally[outcome] = tally.get(outcome, 0) + 1
 
     # ---- the lane's host (front_lane.LaneHost) ---------------------------------------------
-
-    def count(self, outcome: str) -> None:
-        self._count(outcome)
 
     def take_idle(self, route: Route) -> Lease | None:
         return self._upstreams.take_idle(route)
@@ -257,7 +255,7 @@ class FrontEnd:
         its keep-alive lane, which hands back to this task what needs awaiting."""
         refusal = self._authorise(caller.pipe.get_extra_info("peercert"))
         if refusal is not None:
-            self._count(await refuse(caller.pipe, refusal))
+            self.count(await refuse(caller.pipe, refusal))
             return
         if self.settings.max_requests_per_connection < 1:
             return
@@ -272,10 +270,10 @@ class FrontEnd:
                     head = await self._next_head(caller)
                     continue
                 if isinstance(head, Refusal):
-                    self._count(await refuse(caller.pipe, head))
+                    self.count(await refuse(caller.pipe, head))
                     return
                 outcome, keep = await self._one(caller, head)
-                self._count(outcome)
+                self.count(outcome)
                 served += 1
                 if not keep or self.closing or served >= self.settings.max_requests_per_connection:
                     return
