@@ -21,6 +21,7 @@ from enum import Enum
 from ravend.l7proxy.http_head import (
     DEFAULT_LIMITS,
     END,
+    OWS,
     HeadError,
     HeadLimits,
     RequestHead,
@@ -144,9 +145,10 @@ Body = ChunkedBody | LengthBody | UntilClose
 
 
 def _content_length(values: tuple[str, ...]) -> int | None:
-    """The one Content-Length of a message (identical repeats allowed, as in Go)."""
-    text = values[0].strip()
-    if len(values) > 1 and any(v.strip() != text for v in values):
+    """The one Content-Length of a message (identical repeats allowed, as in Go). Only SP and
+    HTAB may pad it: `str.strip` would also take NBSP (0xA0 in latin-1), which Go refuses."""
+    text = values[0].strip(OWS)
+    if len(values) > 1 and any(v.strip(OWS) != text for v in values):
         return None
     # ASCII digits only: "²" passes `str.isdigit` and then makes `int` raise.
     return int(text) if text.isdigit() and text.isascii() and len(text) <= 18 else None
@@ -176,7 +178,7 @@ def response_body(method: str, head: ResponseHead) -> Body:
     if codings:
         # Chunked only when it is the last coding applied (an empty last token is not).
         last = codings[-1].rpartition(",")[2]
-        return ChunkedBody() if last.strip().lower() == "chunked" else UntilClose()
+        return ChunkedBody() if last.strip(OWS).lower() == "chunked" else UntilClose()
     values = head.by_name.get("content-length")
     if values:
         length = _content_length(values)

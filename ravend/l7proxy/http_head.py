@@ -26,6 +26,8 @@ from urllib.parse import parse_qs, urlsplit
 
 CRLF = b"\r\n"
 END = b"\r\n\r\n"
+OWS = " \t"
+"""Optional whitespace around field values and list items (RFC 9110 5.6.3): SP and HTAB only."""
 
 _TOKEN = re.compile(rb"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
 _VERSION = re.compile(r"^HTTP/1\.[01]$")
@@ -140,10 +142,11 @@ class _Fields:
         if not values:
             return _NO_TOKENS
         if len(values) == 1 and "," not in values[0]:  # the usual "keep-alive", "Upgrade"
-            token = values[0].strip().lower()
+            token = values[0].strip(OWS).lower()
             return frozenset((token,)) if token else _NO_TOKENS
         # Joining the values with "," gives the same pieces as splitting each one.
-        return frozenset(filter(None, map(str.strip, ",".join(values).lower().split(","))))
+        pieces = ",".join(values).lower().split(",")
+        return frozenset(filter(None, (piece.strip(OWS) for piece in pieces)))
 
 
 class RequestHead(_Fields):
@@ -268,7 +271,7 @@ def _check_request_framing(head: RequestHead) -> None:
     values = index.get("content-length")
     if values is None:
         return
-    lengths = {v.strip() for v in values}
+    lengths = {v.strip(OWS) for v in values}  # not str.strip: "5\xa0" (NBSP) is no length
     # ASCII digits only: `str.isdigit` alone also takes "²", which `int` then refuses.
     if len(lengths) > 1 or not all(v.isdigit() and v.isascii() for v in lengths):
         raise HeadError(400, "invalid Content-Length")

@@ -56,6 +56,7 @@ def test_upstream_head_closes_plain_requests_and_keeps_upgrades() -> None:
         (b"GET /x HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n", 400),
         (b"GET /x HTTP/1.1\r\nHost : a\r\n\r\n", 400),
         (b"GET /x HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400),
+        (b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 1\xa0\r\n\r\n", 400),  # NBSP
         (
             b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n"
             b"Transfer-Encoding: chunked\r\n\r\n",
