@@ -20,6 +20,7 @@ import asyncio
 import ssl
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from typing import Protocol
 
 from ravend.l7proxy.front_pool import IdlePool, PoolSettings
 from ravend.l7proxy.front_splice import Pipe, SocketPipe, StreamPipe, set_nodelay
@@ -35,6 +36,26 @@ burst of new requests at the limit does not pay one eviction each)."""
 
 KubeletTls = Callable[[], ssl.SSLContext]
 """The current client context towards kubelets (read per dial so rotation takes effect)."""
+
+
+class Upstreams(Protocol):
+    """What a front end needs from its upstream side (`UpstreamDialer`, or a test's fake)."""
+
+    async def open(self, route: Route) -> Pipe | Refusal:
+        """A new upstream for a one-shot exchange."""
+        ...
+
+    async def lease(self, route: Route, fresh: bool = False) -> Lease | Refusal:
+        """A pooled or new upstream for a framed exchange."""
+        ...
+
+    def take_idle(self, route: Route) -> Lease | None:
+        """A pooled upstream the keep-alive lane can use without waiting, if there is one."""
+        ...
+
+    def release(self, lease: Lease) -> None: ...
+
+    def close_idle(self) -> None: ...
 
 
 async def dial_kubelet(

@@ -30,11 +30,11 @@ import logging
 import ssl
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any
 
 from ravend.certs.tls import peer_subject
 from ravend.l7proxy.front_caller import CallerConnection
-from ravend.l7proxy.front_dial import Lease
+from ravend.l7proxy.front_dial import Lease, Upstreams
 from ravend.l7proxy.front_exchange import (
     READ_AHEAD,
     Caller,
@@ -46,7 +46,7 @@ from ravend.l7proxy.front_framing import request_body
 from ravend.l7proxy.front_lane import Attempted, Lane, LaneLimits, ReadHead
 from ravend.l7proxy.front_metrics import REQUESTS
 from ravend.l7proxy.front_pods import PodLookup
-from ravend.l7proxy.front_splice import Pipe, refuse, relay_one_shot
+from ravend.l7proxy.front_splice import refuse, relay_one_shot
 from ravend.l7proxy.http_head import (
     DEFAULT_LIMITS,
     HeadError,
@@ -74,24 +74,6 @@ log = logging.getLogger(__name__)
 
 _WANTED_MEMO = 2048
 """Most (Host, target) routing decisions a front end remembers (targets up to 512 bytes)."""
-
-
-class Upstreams(Protocol):
-    async def open(self, route: Route) -> Pipe | Refusal:
-        """A new upstream for a one-shot exchange."""
-        ...
-
-    async def lease(self, route: Route, fresh: bool = False) -> Lease | Refusal:
-        """A pooled or new upstream for a framed exchange."""
-        ...
-
-    def take_idle(self, route: Route) -> Lease | None:
-        """A pooled upstream the keep-alive lane can use without waiting, if there is one."""
-        ...
-
-    def release(self, lease: Lease) -> None: ...
-
-    def close_idle(self) -> None: ...
 
 
 @dataclass(frozen=True)
