@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from bench.l7_proxy_procs import proc_cpu
-from ravend.l7proxy.front_splice import set_nodelay
+from ravend.l7proxy.tunnel_transport import set_nodelay
 
 
 @dataclass

@@ -33,7 +33,7 @@ from bench.l7_proxy_procs import (
     until_sigterm,
 )
 from ravend.certs.tls import client_context, server_context
-from ravend.l7proxy.front_splice import set_nodelay
+from ravend.l7proxy.tunnel_transport import set_nodelay
 
 Dial = tuple[str, int, ssl.SSLContext | None]
 """Where a hop relays to: host, port, TLS context (None: plain)."""
@@ -50,7 +50,7 @@ class _Half(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
-        set_nodelay(transport)  # type: ignore[arg-type]
+        set_nodelay(transport)
 
     def data_received(self, data: bytes) -> None:
         peer = self.peer

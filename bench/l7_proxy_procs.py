@@ -39,11 +39,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from ravend.certs.tls import client_context, identity_from_peercert, server_context
 from ravend.l7proxy.edge import EdgeHandler
 from ravend.l7proxy.front_dial import UpstreamDialer
-from ravend.l7proxy.front_splice import SocketPipe, set_nodelay, splice
+from ravend.l7proxy.front_splice import SocketPipe, splice
 from ravend.l7proxy.frontend import FrontEnd
 from ravend.l7proxy.settings import L7TunnelSettings
 from ravend.l7proxy.tunnel_client import ServerAddress, TunnelClient
 from ravend.l7proxy.tunnel_server import TunnelServer
+from ravend.l7proxy.tunnel_transport import set_nodelay
 from ravend.loopthread import LoopThread
 from ravend.model import (
     GATEWAY_LABEL,

@@ -17,10 +17,10 @@ end may still answer what it sent (`can_half_close`).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
-import socket
 from collections.abc import Callable
+
+from ravend.l7proxy.tunnel_transport import set_nodelay
 
 
 class CallerConnection(asyncio.Protocol):
@@ -48,10 +48,7 @@ class CallerConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport; they implement it.
         self.transport = transport  # type: ignore[assignment]
-        sock = transport.get_extra_info("socket")
-        if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-            with contextlib.suppress(OSError):  # small responses go out at once
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        set_nodelay(transport)  # small responses go out at once
         self._on_open(self)
 
     def data_received(self, data: bytes) -> None:

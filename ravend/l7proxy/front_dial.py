@@ -23,12 +23,13 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ravend.l7proxy.front_pool import IdlePool, PoolSettings
-from ravend.l7proxy.front_splice import Pipe, SocketPipe, StreamPipe, set_nodelay
+from ravend.l7proxy.front_splice import Pipe, SocketPipe, StreamPipe
 from ravend.l7proxy.front_upstream import TunnelPipe
 from ravend.l7proxy.protocol_frames import Target
 from ravend.l7proxy.routing import Direct, Refusal, Route, choose_tunnel
 from ravend.l7proxy.tunnel_server import TunnelServer
 from ravend.l7proxy.tunnel_stream import Stream, TunnelError
+from ravend.l7proxy.tunnel_transport import set_nodelay
 
 EVICT_BATCH = 16
 """Idle pooled streams dropped at once when a tunnel refuses a new stream (a batch, so a

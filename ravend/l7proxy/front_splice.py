@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -54,14 +53,6 @@ class Pipe(Protocol):
     def reusable(self) -> bool:
         """Idle and healthy: the peer has not closed, failed or sent anything unasked."""
         ...
-
-
-def set_nodelay(writer: asyncio.StreamWriter) -> None:
-    """Small writes go out at once (OpenSSH without it has a 40 ms tail, environment.md)."""
-    sock = writer.get_extra_info("socket")
-    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 class SocketPipe:

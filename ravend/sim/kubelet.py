@@ -35,9 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ravend.l7proxy.front_splice import set_nodelay
 from ravend.l7proxy.http_head import HeadError, RequestHead, head_end, parse_request_head
 from ravend.l7proxy.http_reply import render_response_head, simple_response
+from ravend.l7proxy.tunnel_transport import set_nodelay
 from ravend.sim import kubelet_wire as wire
 
 log = logging.getLogger(__name__)

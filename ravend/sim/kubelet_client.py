@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ravend.kube.resources import CONFIGMAPS
-from ravend.l7proxy.front_splice import set_nodelay
 from ravend.l7proxy.http_head import ResponseHead, head_end, parse_response_head
+from ravend.l7proxy.tunnel_transport import set_nodelay
 from ravend.model import RAVEN_NAMESPACE
 from ravend.sim import kubelet_wire as wire
 

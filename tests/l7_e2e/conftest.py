@@ -31,8 +31,8 @@ import pytest
 from ravend.certs.tls import client_context
 from ravend.ctl.collect import fetch_view
 from ravend.kube.client import KubeClient, connect
-from ravend.l7proxy.front_splice import set_nodelay
 from ravend.l7proxy.http_head import ResponseHead
+from ravend.l7proxy.tunnel_transport import set_nodelay
 from ravend.model import ClusterView, EndpointType
 from ravend.sim import kubelet_wire as wire
 from ravend.sim.apiserver.pki import ClusterCA
