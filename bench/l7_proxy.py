@@ -80,7 +80,7 @@ async def rr_case(
             for get in gets:
                 tg.create_task(worker(get, total // conc))
         wall = time.perf_counter() - t0
-        used = meter.used()
+        used, each = meter.used(), meter.each()
     q = statistics.quantiles(latencies, n=100)
     return {
         "path": path.name,
@@ -89,7 +89,7 @@ async def rr_case(
         "req_per_s": round(len(latencies) / wall),
         "p50_us": round(q[49] * 1e6),
         "p99_us": round(q[98] * 1e6),
-        **cpu_fields(used, len(latencies)),
+        **cpu_fields(used, len(latencies), each),
     }
 
 
@@ -149,7 +149,8 @@ async def measure(
 
 
 def medians(rounds: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """Per (path, case), the median of every numeric figure over the rounds."""
+    """Per (path, case), the median of every numeric figure over the rounds (element by
+    element for a list of figures)."""
     out: dict[tuple[str, str], dict[str, Any]] = {}
     samples: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for rows in rounds:
@@ -161,6 +162,9 @@ def medians(rounds: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
         for name, value in rows[0].items():
             if isinstance(value, int | float) and name != "requests":
                 merged[name] = round(statistics.median(r[name] for r in rows))
+            elif isinstance(value, list):  # a figure per process: the median of each
+                columns = zip(*(r[name] for r in rows), strict=True)
+                merged[name] = [round(statistics.median(column)) for column in columns]
         merged["rounds"] = len(rows)
         out[key] = merged
     return list(out.values())

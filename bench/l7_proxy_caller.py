@@ -9,6 +9,7 @@ import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from bench.l7_proxy_procs import proc_cpu
 from ravend.l7proxy.tunnel_transport import set_nodelay
@@ -21,6 +22,7 @@ class PathSpec:
     name: str
     address: tuple[str, int]
     proxy_pids: list[int] = field(default_factory=list)
+    """The path's own processes, cloud side first (ravend: cloud, edge; ssh: sshd, ssh)."""
     kubelet_pid: int = 0
 
 
@@ -77,7 +79,7 @@ class KeptConnection:
         self.conn = await asyncio.get_running_loop().create_connection(
             _KeptProtocol, host, port, ssl=self.tls, server_hostname=name
         )
-        set_nodelay_transport(self.conn[0])
+        set_nodelay(self.conn[0])
         self.connects += 1
 
     async def get(self) -> int:
@@ -105,40 +107,47 @@ class KeptConnection:
             self.conn = None
 
 
-def set_nodelay_transport(transport: asyncio.BaseTransport) -> None:
-    class _W:  # set_nodelay reads only get_extra_info
-        get_extra_info = transport.get_extra_info
-
-    set_nodelay(_W())  # type: ignore[arg-type]
-
-
 @dataclass
 class Meter:
     """CPU of the caller (this process), of the proxy processes and of the kubelet."""
 
     path: PathSpec
     start: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    start_each: tuple[float, ...] = ()
 
     def read(self) -> tuple[float, float, float]:
         p = self.path
         kubelet = proc_cpu([p.kubelet_pid]) if p.kubelet_pid else 0.0
         return time.process_time(), proc_cpu(p.proxy_pids), kubelet
 
+    def read_each(self) -> tuple[float, ...]:
+        return tuple(proc_cpu([pid]) for pid in self.path.proxy_pids)
+
     def __enter__(self) -> Meter:
         self.start = self.read()
+        self.start_each = self.read_each()
         return self
 
     def used(self) -> tuple[float, float, float]:
         return tuple(b - a for a, b in zip(self.start, self.read(), strict=True))  # type: ignore[return-value]
 
+    def each(self) -> tuple[float, ...]:
+        """CPU seconds of every proxy process (with its children) since the start, in
+        `proxy_pids` order: which side of the path costs what."""
+        return tuple(b - a for a, b in zip(self.start_each, self.read_each(), strict=True))
+
     def __exit__(self, *exc: object) -> None:
         pass
 
 
-def cpu_fields(used: tuple[float, float, float], n: int) -> dict[str, int]:
+def cpu_fields(
+    used: tuple[float, float, float], n: int, each: tuple[float, ...] = ()
+) -> dict[str, Any]:
     caller, proxy, kubelet = used
     return {
         "cpu_us_per_req": round((caller + proxy + kubelet) / n * 1e6),
         "proxy_cpu_us_per_req": round(proxy / n * 1e6),
         "caller_cpu_us_per_req": round(caller / n * 1e6),
+        # Per proxy process, cloud side first (JSON lines only; the table has the sum).
+        "proxy_cpu_us_per_req_each": [round(x / n * 1e6) for x in each],
     }

@@ -80,8 +80,8 @@ async def paced_case(
             for _ in conns:
                 due_times.put_nowait(None)
         wall = loop.time() - t0
-        used = meter.used()
-    return _row(path, rate, latencies, lags, wall=wall, used=used) | {
+        used, each = meter.used(), meter.each()
+    return _row(path, rate, latencies, lags, wall=wall, used=used, each=each) | {
         "redials": sum(c.connects for c in conns) - dialled
     }
 
@@ -94,6 +94,7 @@ def _row(
     *,
     wall: float,
     used: tuple[float, float, float],
+    each: tuple[float, ...],
 ) -> dict[str, Any]:
     q = statistics.quantiles(latencies, n=1000, method="inclusive")
     lag = statistics.quantiles(lags, n=100, method="inclusive")
@@ -106,7 +107,7 @@ def _row(
         "p99_us": round(q[989] * 1e6),
         "p999_us": round(q[998] * 1e6),
         "lag_p99_us": round(lag[98] * 1e6),
-        **cpu_fields(used, len(latencies)),
+        **cpu_fields(used, len(latencies), each),
     }
 
 
