@@ -89,7 +89,12 @@ class TunnelSession:
                 self._group = tg
                 self._spawn(tg, self._keepalive())
                 self._spawn(tg, self._receive())
-                await self.closed.wait()
+                try:
+                    await self.closed.wait()
+                finally:
+                    # Over before the group winds down (also when run() is cancelled): the
+                    # transport still delivers bytes meanwhile, and _on_bytes drops them.
+                    self._close()
                 for task in self._tasks:
                     task.cancel()
         finally:
@@ -255,8 +260,14 @@ class TunnelSession:
             self.conn.reset(stream_id, ErrorCode.REFUSED_STREAM, "this side accepts no streams")
             return
         stream = Stream(self, stream_id, target)
+        handling = self._supervise(self._handler, stream)
+        try:
+            self._spawn(self._group, handling)
+        except RuntimeError:  # the TaskGroup is shutting down (a task of it failed)
+            handling.close()
+            self.conn.reset(stream_id, ErrorCode.REFUSED_STREAM, "tunnel shutting down")
+            return
         self._streams[stream_id] = stream
-        self._spawn(self._group, self._supervise(self._handler, stream))
 
     async def _supervise(self, handler: StreamHandler, stream: Stream) -> None:
         # One handler's failure resets its own stream, never the session or other streams.
