@@ -79,6 +79,7 @@ class FakeKubelet:
         """(method, target, caller CN) of every request served."""
         self._servers: list[asyncio.Server] = []
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._stopping = False
 
     @property
     def port(self) -> int:
@@ -97,6 +98,7 @@ class FakeKubelet:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        self._stopping = True
         for server in self._servers:
             server.close()
         for task in set(self._tasks):
@@ -121,6 +123,12 @@ class FakeKubelet:
                 pass
         except (OSError, asyncio.IncompleteReadError, wire.WireError, HeadError) as exc:
             log.debug("fake kubelet %s: connection ended: %s", self.node, exc)
+        except asyncio.CancelledError:
+            if not self._stopping:
+                raise
+            # Stopped by __aexit__: end normally. start_server's done callback in CPython 3.11
+            # asks a cancelled handler task for its exception, an error the loop reports.
+            task.uncancel()
         finally:
             self.open_connections -= 1
             self._tasks.discard(task)
