@@ -4,11 +4,13 @@ For `seconds` (60) per event loop, `workers` callers loop over a mix that churns
 every hop: a new TLS connection per GET, keep-alive callers that close after a few requests,
 `logs -f` streams aborted after a few chunks, WebSocket exec and port-forward echoes, 256 KiB
 /metrics, callers that vanish mid-head or right after the handshake; every `TUNNEL_PERIOD` s
-the edge's tunnel client is cancelled and started again. Failures across a tunnel restart count
-as "disrupted", any other as an error. Each loop (asyncio, then uvloop) runs in a child process,
-so an abort inside the loop ("double free or corruption", SIGABRT) is a non-zero exit, recorded
-as "survived 0". Open fds, tasks, live Python blocks and RSS are measured before and after the
-load (after a settle time that lets idle pools close), so leaks show as growth.
+the tunnel is restarted, alternately by the edge (its tunnel client is cancelled and started
+again) and by the cloud (it aborts the edge's session; the edge redials). Failures across a
+tunnel restart count as "disrupted", any other as an error. Each loop (asyncio, then uvloop)
+runs in a child process, so an abort inside the loop ("double free or corruption", SIGABRT)
+is a non-zero exit, recorded as "survived 0". Open fds, tasks, live Python blocks and RSS are
+measured before and after the load (after a settle time that lets idle pools close), so leaks
+show as growth.
 Errors reported to the loop's exception handler (a callback that raised) are counted too.
 `main()` returns bench records (bench/common.py); `python -m bench.l7_soak` also prints them as
 JSON lines and a table. Network I/O on 127.0.0.x only.
@@ -241,9 +243,12 @@ async def tunnel_churn(r: Rig, edge: list[asyncio.Task[None]], deadline: float) 
         await asyncio.sleep(TUNNEL_PERIOD)
         r.epoch += 1
         old = r.tunnels.session("edge-1")
-        edge[0].cancel()
-        await asyncio.wait([edge[0]])
-        edge[0] = r.start_edge()
+        if r.restarts % 2 and old is not None:
+            old.abort("soak: the cloud drops the tunnel")  # as the edge sees a cloud restart
+        else:
+            edge[0].cancel()  # the edge's tunnel client restarts
+            await asyncio.wait([edge[0]])
+            edge[0] = r.start_edge()
         await wait_connected(r, old)
         r.restarts += 1
         r.last_restart = time.monotonic()
