@@ -356,7 +356,7 @@ async def down_run_dir(run_dir: Path, state: RunState | None = None) -> bool:
             state = RunState.load(run_dir)
         except FileNotFoundError:
             return False
-    await netns.teardown(state)
+    await netns.teardown(state, last=(API_PROC,))
     state.path.unlink(missing_ok=True)
     return True
 

@@ -177,9 +177,13 @@ async def existing_namespaces() -> set[str]:
     return {entry["name"] for entry in json.loads(res.stdout or "[]")} if res.ok else set()
 
 
-async def teardown(state: RunState) -> None:
-    """Kill processes (recorded, then any left in our namespaces), delete namespaces and links."""
-    await stop_processes(list(state.procs.values()))
+async def teardown(state: RunState, last: Sequence[str] = ()) -> None:
+    """Kill processes (recorded, then any left in our namespaces), delete namespaces and links.
+    The processes named in `last` are stopped after all others: the API server, so agents
+    shut down as on a real cluster (heartbeats and lease releases still reach it)."""
+    recs = list(state.procs.values())
+    await stop_processes([r for r in recs if r.name not in last])
+    await stop_processes([r for r in recs if r.name in last])
     mine = [ns for ns in state.namespaces if ns in await existing_namespaces()]
     strays: list[int] = []
     for ns in mine:
