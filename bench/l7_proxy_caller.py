@@ -124,8 +124,10 @@ class Meter:
         return tuple(proc_cpu([pid]) for pid in self.path.proxy_pids)
 
     def __enter__(self) -> Meter:
-        self.start = self.read()
+        # The per-process walk of /proc first: the caller's own CPU is read after it (and
+        # at the end, by used(), before each()), so the meter's reads stay out of its figure.
         self.start_each = self.read_each()
+        self.start = self.read()
         return self
 
     def used(self) -> tuple[float, float, float]:

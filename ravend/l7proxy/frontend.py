@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from ravend.certs.tls import peer_subject
+from ravend.certs.tls import common_name_from_peercert, peer_subject
 from ravend.l7proxy.front_caller import CallerConnection
 from ravend.l7proxy.front_dial import Lease, Upstreams
 from ravend.l7proxy.front_exchange import (
@@ -314,8 +314,8 @@ class FrontEnd:
     def _authorise(self, peercert: Any) -> Refusal | None:
         if not self.tls:
             return None
-        cns, orgs = peer_subject(peercert or {})
-        cn = cns[0] if len(cns) == 1 else None
+        _, orgs = peer_subject(peercert or {})
+        cn = common_name_from_peercert(peercert)  # the single-CN rule lives there
         return authorise_caller(cn, frozenset(orgs), self.settings.allowed_callers)
 
     def route_now(self, head: RequestHead) -> Route | Refusal | None:
